@@ -1,0 +1,106 @@
+# selfhosted.stack: the two commands that matter are `make demo` and `make test`.
+# Everything is installed and started from here, on a fresh Debian 12 machine, as root.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(CURDIR)/$(VENV)/bin
+COLL := .collections/ansible_collections/selfhosted/stack
+SANITY_DIR := .tmp/sanity/ansible_collections/selfhosted/stack
+SCENARIOS := $(sort $(filter-out _shared,$(notdir $(wildcard molecule/*))))
+
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
+export PY_COLORS ?= 0
+export ANSIBLE_FORCE_COLOR ?= 0
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 24
+
+# ---------------------------------------------------------------------------------------- set-up
+$(VENV)/.installed: requirements.txt requirements-test.txt
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
+	  echo "installing python3-venv"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-test.txt
+	touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed $(COLL) ## the virtualenv with pinned controller and test tools
+
+$(COLL):
+	mkdir -p $(dir $@)
+	ln -sfn ../../.. $@
+
+.PHONY: lab
+lab: ## Docker engine, Compose v2 plugin, Debian 12/13 systemd images (idempotent)
+	lab/lab.sh all
+
+# ------------------------------------------------------------------------------------------ demo
+.PHONY: demo
+demo: venv lab ## bring up the lab hosts of inventories/lab and deploy site.yml to them
+	ansible-playbook lab/up.yml
+	ansible-playbook -i inventories/lab playbooks/site.yml
+	@ansible-playbook lab/summary.yml
+
+.PHONY: demo-down
+demo-down: venv ## remove the demo's lab hosts
+	ansible-playbook lab/down.yml
+
+# ------------------------------------------------------------------------------------------ test
+.PHONY: test
+test: venv lab ## everything: lint, sanity, unit, every Molecule scenario; summary line at the end
+	tests/run-suite.sh lint sanity unit $(addprefix molecule-,$(SCENARIOS))
+
+.PHONY: lint
+lint: venv ## yamllint, ansible-lint (production profile), ruff
+	yamllint -s .
+	ansible-lint
+	ruff check .
+	ruff format --check .
+	bash -n lab/lab.sh tests/run-suite.sh
+
+.PHONY: sanity
+sanity: venv ## ansible-test sanity on a copy of the checkout placed as ansible_collections/selfhosted/stack
+	@mkdir -p ~/.ansible/test/cache
+	@pip_version=$$($(BIN)/python -c 'import ansible_test._internal.python_requirements as r; print(r.PIP_VERSION)' 2>/dev/null || echo 24.2); \
+	  cache=~/.ansible/test/cache/get_pip_$${pip_version//./_}.py; \
+	  [ -f "$$cache" ] || cp tests/sanity/get_pip_offline.py "$$cache"
+	rm -rf $(SANITY_DIR) && mkdir -p $(SANITY_DIR)
+	git ls-files -co --exclude-standard -z | tar --null -T - -c | tar -x -C $(SANITY_DIR)
+	cd $(SANITY_DIR) && ansible-test sanity --venv --python $$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])') --color no
+
+.PHONY: unit
+unit: venv ## pytest unit tests of the plugins
+	pytest -q tests/unit
+
+.PHONY: molecule
+molecule: venv lab ## every Molecule scenario
+	tests/run-suite.sh $(addprefix molecule-,$(SCENARIOS))
+
+.PHONY: molecule-%
+molecule-%: venv lab ## one scenario, whole sequence (make molecule-common)
+	molecule test -s $*
+
+.PHONY: converge-%
+converge-%: venv lab ## one scenario, create + converge only, hosts kept (make converge-common)
+	molecule converge -s $*
+
+.PHONY: verify-%
+verify-%: venv ## run one scenario's verifier against its converged hosts
+	molecule verify -s $*
+
+# ----------------------------------------------------------------------------------------- bench
+.PHONY: bench
+bench: venv lab ## converge timings against the plain apt-get floor (bench/converge)
+	bench/converge
+
+.PHONY: clean
+clean: ## remove lab containers, the sanity copy and caches (keeps images and the venv)
+	lab/lab.sh clean
+	rm -rf .tmp tests/output .pytest_cache .ruff_cache

@@ -1,0 +1,30 @@
+# Copyright: selfhosted.stack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.selfhosted.stack.plugins.plugin_utils._firewall import (
+    FirewallError,
+    compute_rules,
+    service_problems,
+)
+
+
+def firewall_rules(services, hostname, host_groups, groups, hostvars):
+    try:
+        return compute_rules(services, hostname, host_groups, groups, hostvars)
+    except FirewallError as exc:
+        raise AnsibleFilterError(f"selfhosted.stack.firewall_rules for {hostname}: {exc}") from exc
+
+
+def firewall_service_problems(services, ssh_port=22, ssh_sources=None):
+    return service_problems(services, ssh_port, ssh_sources or [])
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "firewall_rules": firewall_rules,
+            "firewall_service_problems": firewall_service_problems,
+        }
