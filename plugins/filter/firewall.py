@@ -3,7 +3,6 @@
 
 
 from ansible.errors import AnsibleFilterError
-
 from ansible_collections.selfhosted.stack.plugins.plugin_utils._firewall import (
     FirewallError,
     compute_rules,

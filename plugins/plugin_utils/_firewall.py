@@ -72,8 +72,9 @@ def service_problems(services, ssh_port=22, ssh_sources=()):
         if not isinstance(from_cidrs, list):
             problems.append(f"{where}.from_cidrs must be a list of addresses or CIDRs")
         else:
-            problems.extend(f"{where}.from_cidrs: {c!r} is not an IP address or CIDR" for c in from_cidrs
-                            if _network(c) is None)
+            problems.extend(
+                f"{where}.from_cidrs: {c!r} is not an IP address or CIDR" for c in from_cidrs if _network(c) is None
+            )
         if src_any == "any" and (from_groups or from_cidrs):
             problems.append(f"{where}: 'from: any' cannot be combined with from_groups or from_cidrs")
         if src_any is None and not from_groups and not from_cidrs:

@@ -1,0 +1,98 @@
+"""The base of a host: packages, time, users, firewall; on Debian 12 and 13."""
+
+import labcheck
+import pytest
+
+testinfra_hosts = labcheck.hosts("all")
+
+
+def test_both_debian_releases_are_covered():
+    releases = {labcheck.host(h).system_info.release.split(".")[0] for h in labcheck.hosts("all")}
+    assert releases == {"12", "13"}
+
+
+@pytest.mark.parametrize("pkg", ["nftables", "tzdata", "curl", "sudo", "acl", "systemd-timesyncd"])
+def test_base_packages(host, pkg):
+    assert host.package(pkg).is_installed
+
+
+def test_timezone(host):
+    assert host.file("/etc/localtime").linked_to == "/usr/share/zoneinfo/Europe/Berlin"
+    assert host.check_output("date +%Z") in ("CET", "CEST")
+
+
+def test_timesync_enabled(host):
+    assert host.service("systemd-timesyncd").is_enabled
+
+
+def test_admin_user_with_key_and_sudo(host):
+    alice = host.user("alice")
+    assert alice.exists and "adm" in alice.groups
+    keys = host.file("/home/alice/.ssh/authorized_keys")
+    assert keys.user == "alice" and keys.mode == 0o600
+    assert "alice@laptop" in keys.content_string
+    assert host.run("sudo -u alice sudo -n true").rc == 0
+    assert not host.user("bob").exists
+
+
+def test_firewall_is_loaded_with_drop_policy(host):
+    ruleset = host.check_output("nft list table inet selfhosted")
+    assert "policy drop" in ruleset
+    assert host.service("nftables").is_enabled
+
+
+def test_postgresql_port_open_to_app_only():
+    db = labcheck.address("common-db")
+    assert labcheck.can_connect("common-app", db, 5432)
+    assert not labcheck.can_connect("common-lb", db, 5432)
+    assert not labcheck.can_connect("common-other", db, 5432)
+
+
+def test_http_open_to_everyone_on_lb():
+    lb = labcheck.address("common-lb")
+    for src in ("common-app", "common-db", "common-other"):
+        assert labcheck.can_connect(src, lb, 80), src
+
+
+def test_unlisted_port_closed():
+    # The probe on db listens on 5432 only for allowed sources; any other port is dropped, not refused.
+    app = labcheck.address("common-app")
+    labcheck.host("common-app").run("systemd-run --unit=probe-8125 python3 -m http.server 8125")
+    assert not labcheck.can_connect("common-db", app, 8125)
+
+
+@pytest.mark.parametrize("name", ["common-db", "common-lb"])
+def test_service_helpers(name):
+    probe_host = labcheck.host(name)
+    assert probe_host.user("probe").shell == "/usr/sbin/nologin"
+    assert probe_host.file("/srv/probe").mode == 0o750
+    svc = probe_host.service("probe")
+    assert svc.is_running and svc.is_enabled
+
+
+def test_check_mode_on_converged_hosts_changes_nothing():
+    rc, out = labcheck.playbook("converge.yml", "--check", "--diff")
+    assert rc == 0, out
+    counts = labcheck.recap(out)
+    assert set(counts) >= {"common-lb", "common-app", "common-db", "common-other"}, out
+    assert all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()), out
+
+
+@pytest.mark.parametrize(
+    ("extra", "variable"),
+    [
+        ("common_timezone=Mars/Olympus_Mons!", "common_timezone"),
+        (
+            '{"common_firewall_extra_services": [{"name": "x", "ports": ["fast"], "on_groups": ["db"], '
+            '"from": "any"}]}',
+            "common_firewall_services (x).ports",
+        ),
+        ('{"common_firewall_ssh_sources": ["not-a-cidr"]}', "common_firewall_ssh_sources"),
+        ('{"common_users": [{"name": "Bad User"}]}', "common_users"),
+    ],
+)
+def test_bad_input_fails_in_preflight_before_any_change(extra, variable):
+    rc, out = labcheck.playbook("converge.yml", "-e", extra)
+    assert rc != 0, out
+    assert variable in out, out
+    assert all(c["changed"] == 0 for c in labcheck.recap(out).values()), out
