@@ -8,7 +8,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(CURDIR)/$(VENV)/bin
 COLL := .collections/ansible_collections/selfhosted/stack
-SANITY_DIR := .tmp/sanity/ansible_collections/selfhosted/stack
+# Outside the checkout: inside it, ansible-test would take the checkout's git ignores and find no files.
+SANITY_DIR := /tmp/selfhosted-stack-sanity/ansible_collections/selfhosted/stack
 SCENARIOS := $(sort $(filter-out _shared,$(notdir $(wildcard molecule/*))))
 
 export PATH := $(BIN):$(PATH)

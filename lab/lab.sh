@@ -38,6 +38,8 @@ engine() {
   command -v dockerd >/dev/null || [ -x /usr/sbin/dockerd ] || missing+=(docker.io)
   command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
   command -v docker >/dev/null || missing+=(docker.io)
+  # Test tools from Debian: ansible-test sanity runs shellcheck on our scripts when it is installed.
+  command -v shellcheck >/dev/null || missing+=(shellcheck)
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
   if docker info >/dev/null 2>&1; then
     return 0

@@ -140,7 +140,7 @@ def compute_rules(services, hostname, host_groups, groups, hostvars):
             sources.update(str(_network(c)) if "/" in str(c) else str(c) for c in svc.get("from_cidrs", []))
             for src in sources:
                 (rule["sources6"] if _network(src).version == 6 else rule["sources4"]).append(src)
-            rule["sources4"].sort(key=lambda s: _network(s))
-            rule["sources6"].sort(key=lambda s: _network(s))
+            rule["sources4"].sort(key=_network)
+            rule["sources6"].sort(key=_network)
         rules.append(rule)
     return sorted(rules, key=lambda r: r["name"])

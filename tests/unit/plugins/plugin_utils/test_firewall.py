@@ -36,7 +36,10 @@ HOSTVARS = {
 }
 
 
-def rules_for(host, services=DEFAULT_SERVICES, groups=GROUPS, hostvars=HOSTVARS):
+def rules_for(host, services=None, groups=None, hostvars=None):
+    services = DEFAULT_SERVICES if services is None else services
+    groups = GROUPS if groups is None else groups
+    hostvars = HOSTVARS if hostvars is None else hostvars
     member = [g for g, members in groups.items() if host in members and g != "all"]
     return {r["name"]: r for r in compute_rules(services, host, member, groups, hostvars)}
 
