@@ -164,11 +164,8 @@ images() {
 }
 
 clean() {
-  local ids
-  ids=$(docker ps -aq --filter label=selfhosted.lab)
-  [ -z "$ids" ] || docker rm -f -v $ids >/dev/null
-  ids=$(docker network ls -q --filter label=selfhosted.lab)
-  [ -z "$ids" ] || docker network rm $ids >/dev/null
+  docker ps -aq --filter label=selfhosted.lab | xargs -r docker rm -f -v >/dev/null
+  docker network ls -q --filter label=selfhosted.lab | xargs -r docker network rm >/dev/null
 }
 
 case "${1:-all}" in
