@@ -99,7 +99,7 @@ verify-%: venv ## run one scenario's verifier against its converged hosts
 # ----------------------------------------------------------------------------------------- bench
 .PHONY: bench
 bench: venv lab ## converge timings against the plain apt-get floor (bench/converge)
-	bench/converge
+	python bench/converge
 
 .PHONY: clean
 clean: ## remove lab containers, the sanity copy and caches (keeps images and the venv)
