@@ -6,6 +6,7 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.selfhosted.stack.plugins.plugin_utils._firewall import (
     FirewallError,
     compute_rules,
+    is_ip_address,
     service_problems,
 )
 
@@ -21,9 +22,14 @@ def firewall_service_problems(services, ssh_port=22, ssh_sources=None):
     return service_problems(services, ssh_port, ssh_sources or [])
 
 
+def not_ip_addresses(values):
+    return [v for v in values if not is_ip_address(v)]
+
+
 class FilterModule:
     def filters(self):
         return {
             "firewall_rules": firewall_rules,
             "firewall_service_problems": firewall_service_problems,
+            "not_ip_addresses": not_ip_addresses,
         }

@@ -27,6 +27,15 @@ def _network(text):
         return None
 
 
+def is_ip_address(text):
+    """Whether text is a single IPv4 or IPv6 address (not a network, not a name)."""
+    try:
+        ipaddress.ip_address(str(text))
+    except ValueError:
+        return False
+    return True
+
+
 def service_problems(services, ssh_port=22, ssh_sources=()):
     """Every problem in common_firewall_services (+ extra) and the SSH settings, as messages."""
     problems = []

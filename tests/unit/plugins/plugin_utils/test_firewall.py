@@ -152,3 +152,13 @@ def test_sources_are_exactly_the_allowed_group(peers, allowed):
     expected = {str(ipaddress.ip_address(peers[m])) for m in members}
     assert set(rule["sources4"]) | set(rule["sources6"]) == expected
     assert rule["any"] is False
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [("127.0.0.1", True), ("::1", True), ("999.1.1.1", False), ("10.0.0.0/8", False), ("cache1", False), ("", False)],
+)
+def test_is_ip_address(text, ok):
+    from ansible_collections.selfhosted.stack.plugins.plugin_utils._firewall import is_ip_address
+
+    assert is_ip_address(text) is ok

@@ -1,0 +1,95 @@
+"""Redis: authentication, ACL users, persistence settings, firewall, secrets kept out of files and diffs."""
+
+import labcheck
+import pytest
+
+testinfra_hosts = labcheck.hosts("cache")
+SECRETS = ["lab-default-Xq7v9pW2", "lab-app-Hn3kT8sQ4z", "lab-exporter-Pm5rW1cY8"]
+
+
+def cli(host, *args, user=None, password=None):
+    auth = f"--user {user} --pass {password} --no-auth-warning " if user else ""
+    return host.run(f"redis-cli {auth}{' '.join(args)}").stdout.strip()
+
+
+def test_runs_on_both_releases():
+    releases = {labcheck.host(h).system_info.release.split(".")[0] for h in labcheck.hosts("cache")}
+    assert releases == {"12", "13"}
+
+
+def test_unauthenticated_commands_are_refused(host):
+    assert cli(host, "PING").startswith("NOAUTH")
+    assert cli(host, "SET", "k", "v").startswith("NOAUTH")
+
+
+def test_default_user_is_admin(host):
+    out = cli(host, "CONFIG", "GET", "maxmemory", user="default", password=SECRETS[0])
+    assert out.split() == ["maxmemory", str(64 * 1024 * 1024)]
+    assert "noeviction" in cli(host, "CONFIG", "GET", "maxmemory-policy", user="default", password=SECRETS[0])
+    assert "yes" in cli(host, "CONFIG", "GET", "appendonly", user="default", password=SECRETS[0])
+
+
+def test_app_user_can_use_data_but_not_dangerous_commands(host):
+    assert cli(host, "SET", "job:1", "queued", user="app", password=SECRETS[1]) == "OK"
+    assert cli(host, "GET", "job:1", user="app", password=SECRETS[1]) == "queued"
+    for cmd in ("FLUSHALL", "CONFIG GET maxmemory", "DEBUG SLEEP 0", "SHUTDOWN"):
+        assert "NOPERM" in cli(host, cmd, user="app", password=SECRETS[1]), cmd
+
+
+def test_exporter_user_reads_info_only(host):
+    assert "redis_version" in cli(host, "INFO", "server", user="exporter", password=SECRETS[2])
+    assert "NOPERM" in cli(host, "GET", "job:1", user="exporter", password=SECRETS[2])
+    assert "NOPERM" in cli(host, "SET", "x", "1", user="exporter", password=SECRETS[2])
+
+
+def test_wrong_password_and_removed_user_are_refused(host):
+    assert "WRONGPASS" in cli(host, "PING", user="app", password="not-the-password")
+    assert "WRONGPASS" in cli(host, "PING", user="retired", password="whatever-it-was1")
+
+
+def test_config_file_holds_no_plaintext_password(host):
+    conf = host.file("/etc/redis/redis.conf")
+    assert conf.user == "redis" and conf.mode == 0o640
+    assert not any(s in conf.content_string for s in SECRETS)
+
+
+def test_app_host_reaches_redis_over_the_network_and_lb_does_not():
+    for cache in labcheck.hosts("cache"):
+        address = labcheck.address(cache)
+        app = labcheck.host("redis-app")
+        out = app.run(f"redis-cli -h {address} --user app --pass {SECRETS[1]} --no-auth-warning PING").stdout
+        assert out.strip() == "PONG"
+        assert labcheck.can_connect("redis-app", address, 6379)
+        assert not labcheck.can_connect("redis-lb", address, 6379)
+
+
+def test_check_diff_on_converged_hosts_changes_nothing_and_shows_no_secret():
+    rc, out = labcheck.playbook("converge.yml", "--check", "--diff")
+    assert rc == 0, out
+    assert all(c["changed"] == 0 and c["failed"] == 0 for c in labcheck.recap(out).values()), out
+    assert not any(s in out for s in SECRETS)
+
+
+def test_diff_of_a_password_change_shows_no_secret():
+    new = "lab-new-password-Zr8"
+    rc, out = labcheck.playbook("converge.yml", "--check", "--diff", "-e", f"redis_default_password={new}")
+    assert rc == 0, out
+    assert new not in out and not any(s in out for s in SECRETS)
+    assert any(c["changed"] > 0 for c in labcheck.recap(out).values()), out  # the change is seen, not shown
+
+
+@pytest.mark.parametrize(
+    ("extra", "variable"),
+    [
+        ("redis_maxmemory_policy=evict-whatever", "redis_maxmemory_policy"),
+        ('{"redis_bind": ["999.1.1.1"]}', "redis_bind"),
+        ("redis_maxmemory=lots", "redis_maxmemory"),
+        ("redis_default_password=", "redis_default_password"),
+        ('{"redis_users": [{"name": "default", "password": "long-enough-pass"}]}', "redis_users"),
+    ],
+)
+def test_bad_input_fails_before_any_change(extra, variable):
+    rc, out = labcheck.playbook("converge.yml", "-e", extra)
+    assert rc != 0, out
+    assert variable in out, out
+    assert all(c["changed"] == 0 for c in labcheck.recap(out).values()), out
