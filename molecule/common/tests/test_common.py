@@ -95,7 +95,8 @@ def test_check_mode_on_converged_hosts_changes_nothing():
     ],
 )
 def test_bad_input_fails_in_preflight_before_any_change(extra, variable):
-    rc, out = labcheck.playbook("converge.yml", "-e", extra)
+    # Only the preflight (tagged): the check must sit there, before install and configure.
+    rc, out = labcheck.playbook("converge.yml", "--tags", "common_preflight", "-e", extra)
     assert rc != 0, out
     assert variable in out, out
     assert all(c["changed"] == 0 for c in labcheck.recap(out).values()), out
