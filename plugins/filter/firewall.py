@@ -6,6 +6,7 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.selfhosted.stack.plugins.plugin_utils._firewall import (
     FirewallError,
     compute_rules,
+    group_addresses,
     is_ip_address,
     service_problems,
 )
@@ -22,6 +23,13 @@ def firewall_service_problems(services, ssh_port=22, ssh_sources=None):
     return service_problems(services, ssh_port, ssh_sources or [])
 
 
+def group_addresses_filter(group_names, groups, hostvars):
+    try:
+        return group_addresses(group_names, groups, hostvars)
+    except FirewallError as exc:
+        raise AnsibleFilterError(f"selfhosted.stack.group_addresses: {exc}") from exc
+
+
 def not_ip_addresses(values):
     return [v for v in values if not is_ip_address(v)]
 
@@ -32,4 +40,5 @@ class FilterModule:
             "firewall_rules": firewall_rules,
             "firewall_service_problems": firewall_service_problems,
             "not_ip_addresses": not_ip_addresses,
+            "group_addresses": group_addresses_filter,
         }

@@ -153,3 +153,15 @@ def compute_rules(services, hostname, host_groups, groups, hostvars):
             rule["sources6"].sort(key=_network)
         rules.append(rule)
     return sorted(rules, key=lambda r: r["name"])
+
+
+def group_addresses(group_names, groups, hostvars):
+    """The addresses of every host in the given groups, as host networks (a.b.c.d/32, x::y/128), sorted.
+
+    The same address rules as the firewall (host_address), for allow-lists such as pg_hba.conf.
+    """
+    found = set()
+    for group in group_names:
+        for peer in groups.get(group, []):
+            found.update(host_address(peer, hostvars))
+    return sorted((str(_network(a)) for a in found), key=lambda a: (_network(a).version, _network(a)))

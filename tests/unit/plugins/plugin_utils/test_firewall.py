@@ -162,3 +162,14 @@ def test_is_ip_address(text, ok):
     from ansible_collections.selfhosted.stack.plugins.plugin_utils._firewall import is_ip_address
 
     assert is_ip_address(text) is ok
+
+
+def test_group_addresses_as_host_networks():
+    from ansible_collections.selfhosted.stack.plugins.plugin_utils._firewall import group_addresses
+
+    assert group_addresses(["app", "monitoring", "nosuchgroup"], GROUPS, HOSTVARS) == [
+        "192.0.2.21/32",
+        "192.0.2.40/32",
+        "2001:db8::22/128",
+    ]
+    assert group_addresses([], GROUPS, HOSTVARS) == []

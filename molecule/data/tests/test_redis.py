@@ -58,11 +58,11 @@ def test_config_file_holds_no_plaintext_password(host):
 def test_app_host_reaches_redis_over_the_network_and_lb_does_not():
     for cache in labcheck.hosts("cache"):
         address = labcheck.address(cache)
-        app = labcheck.host("redis-app")
+        app = labcheck.host("data-app")
         out = app.run(f"redis-cli -h {address} --user app --pass {SECRETS[1]} --no-auth-warning PING").stdout
         assert out.strip() == "PONG"
-        assert labcheck.can_connect("redis-app", address, 6379)
-        assert not labcheck.can_connect("redis-lb", address, 6379)
+        assert labcheck.can_connect("data-app", address, 6379)
+        assert not labcheck.can_connect("data-lb", address, 6379)
 
 
 def test_check_diff_on_converged_hosts_changes_nothing_and_shows_no_secret():
