@@ -1,0 +1,149 @@
+"""nginx edge: TLS, redirect, proxying to every app host, 429 past the rate limit, the single-page app's cache
+headers, stub_status, draining an upstream, and the private key kept out of --diff."""
+
+import json
+import os
+
+import labcheck
+import pytest
+
+testinfra_hosts = labcheck.hosts("lb")
+with open(os.path.join(labcheck.SCENARIO_DIR, "molecule.yml")) as _fh:
+    KEY_LINE = _fh.read().split("BEGIN PRIVATE KEY-----")[1].split()[0]  # a line of the scenario's test key
+CURL = "curl -sk --resolve edge.lab.test:443:127.0.0.1 --resolve edge.lab.test:80:127.0.0.1"
+
+
+def get(host, path, scheme="https", extra=""):
+    """(status, headers lower-cased, body) of a request to the lb itself."""
+    out = host.check_output(f"{CURL} {extra} -D - '{scheme}://edge.lab.test{path}'")
+    head, _, body = out.replace("\r\n", "\n").partition("\n\n")
+    lines = head.splitlines()
+    headers = dict((k.strip().lower(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:]))
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_config_is_valid(host):
+    assert host.run("nginx -t").rc == 0
+
+
+def test_http_redirects_to_https(host):
+    status, headers, _ = get(host, "/some/page?x=1", scheme="http")
+    assert status == 301
+    assert headers["location"] == "https://edge.lab.test/some/page?x=1"
+
+
+def test_tls_with_the_given_certificate_and_modern_protocols(host):
+    subject = host.check_output(
+        "echo | openssl s_client -connect 127.0.0.1:443 -servername edge.lab.test 2>/dev/null"
+        " | openssl x509 -noout -subject"
+    )
+    assert "edge.lab.test" in subject
+    assert host.run(f"{CURL} --tls-max 1.1 https://edge.lab.test/").rc != 0  # TLS 1.0/1.1 refused
+    assert host.run(f"{CURL} --tlsv1.3 -o /dev/null https://edge.lab.test/").rc == 0
+
+
+def test_security_headers(host):
+    _, headers, _ = get(host, "/")
+    assert headers["strict-transport-security"].startswith("max-age=31536000")
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["x-frame-options"] == "DENY"
+
+
+def test_proxies_to_both_app_hosts(host):
+    seen = {get(host, "/health")[2].strip() for _ in range(12)}
+    assert seen == {"edge-app1", "edge-app2"}
+
+
+def test_spa_cache_headers_and_fallback(host):
+    status, headers, body = get(host, "/assets/app.3f2a1b.js")
+    assert status == 200 and "immutable" in headers["cache-control"] and "max-age=31536000" in headers["cache-control"]
+    status, headers, body = get(host, "/deep/client/route")
+    assert status == 200 and "spa-index" in body and headers["cache-control"] == "no-cache"
+    assert get(host, "/assets/missing.js")[0] == 404
+
+
+def test_api_is_not_cached(host):
+    status, headers, _ = get(host, "/api/whoami")
+    assert status in (200, 429)
+    assert headers["cache-control"] == "no-store"
+
+
+def test_rate_limit_answers_429(host):
+    codes = [get(host, "/api/whoami")[0] for _ in range(15)]
+    assert 429 in codes
+    assert codes.count(200) <= 6  # 10r/m with a burst of 5
+    assert set(codes) <= {200, 429}
+
+
+def test_stub_status_on_localhost_only(host):
+    assert "Active connections" in host.check_output("curl -s http://127.0.0.1:8081/stub_status")
+    assert not labcheck.can_connect("edge-app1", labcheck.address(host.backend.get_hostname()), 8081)
+
+
+def drain(hosts):
+    rc, out = labcheck.playbook("drain.yml", "-e", json.dumps({"nginx_drain_hosts": hosts}))
+    assert rc == 0, out
+    return out
+
+
+def test_drained_upstream_receives_no_requests():
+    lbs = [labcheck.host(name) for name in labcheck.hosts("lb")]
+    log = "/var/log/nginx/access.log"
+    try:
+        drain(["edge-app1"])
+        for lb in lbs:
+            assert {get(lb, "/health")[2].strip() for _ in range(12)} == {"edge-app2"}
+        # A site.yml run while drained keeps the drain.
+        rc, out = labcheck.playbook("converge.yml")
+        assert rc == 0, out
+        for lb in lbs:
+            assert {get(lb, "/health")[2].strip() for _ in range(8)} == {"edge-app2"}
+        # The probe's own log on app1 saw none of those requests.
+        before = labcheck.host("edge-app1").check_output(
+            "journalctl -u probe --no-pager | grep -c 'GET /health' || true"
+        )
+        for lb in lbs:
+            get(lb, "/health")
+        after = labcheck.host("edge-app1").check_output(
+            "journalctl -u probe --no-pager | grep -c 'GET /health' || true"
+        )
+        assert before == after
+    finally:
+        drain([])
+    for lb in lbs:
+        assert {get(lb, "/health")[2].strip() for _ in range(12)} == {"edge-app1", "edge-app2"}
+        assert lb.file(log).exists
+
+
+def test_draining_every_upstream_is_refused():
+    rc, out = labcheck.playbook("drain.yml", "-e", json.dumps({"nginx_drain_hosts": ["edge-app1", "edge-app2"]}))
+    assert rc != 0 and "leave at least one in rotation" in out, out
+
+
+def test_check_diff_changes_nothing_and_shows_no_key():
+    rc, out = labcheck.playbook("converge.yml", "--check", "--diff")
+    assert rc == 0, out
+    assert all(c["changed"] == 0 and c["failed"] == 0 for c in labcheck.recap(out).values()), out
+    assert KEY_LINE not in out
+
+
+def test_diff_of_a_key_change_shows_no_key():
+    rc, out = labcheck.playbook("converge.yml", "--check", "--diff", "-e", "nginx_tls_private_key=NEW-SECRET-KEY-TEXT")
+    assert rc == 0, out
+    assert "NEW-SECRET-KEY-TEXT" not in out and KEY_LINE not in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "variable"),
+    [
+        ('{"nginx_rate_limits": [{"name": "api", "rate": "fast", "paths": ["/api/"]}]}', "nginx_rate_limits"),
+        ('{"nginx_rate_limits": [{"name": "api", "rate": "5r/s", "paths": ["/admin/"]}]}', "nginx_proxy_paths"),
+        ("nginx_client_max_body_size=huge", "nginx_client_max_body_size"),
+        ("nginx_tls_private_key=", "nginx_tls_certificate and nginx_tls_private_key"),
+    ],
+)
+def test_bad_input_fails_before_any_change(extra, variable):
+    rc, out = labcheck.playbook("converge.yml", "--tags", "nginx_preflight", "-e", extra)
+    assert rc != 0, out
+    assert variable in out, out
+    assert all(c["changed"] == 0 for c in labcheck.recap(out).values()), out
