@@ -1,6 +1,7 @@
 """nginx edge: TLS, redirect, proxying to every app host, 429 past the rate limit, the single-page app's cache
 headers, stub_status, draining an upstream, and the private key kept out of --diff."""
 
+import collections
 import json
 import os
 
@@ -13,13 +14,24 @@ with open(os.path.join(labcheck.SCENARIO_DIR, "molecule.yml")) as _fh:
 CURL = "curl -sk --resolve edge.lab.test:443:127.0.0.1 --resolve edge.lab.test:80:127.0.0.1"
 
 
+Response = collections.namedtuple("Response", "status headers body")
+
+
 def get(host, path, scheme="https", extra=""):
-    """(status, headers lower-cased, body) of a request to the lb itself."""
+    """Response(status, headers lower-cased, body) of a request to the lb itself."""
     out = host.check_output(f"{CURL} {extra} -D - '{scheme}://edge.lab.test{path}'")
-    head, _, body = out.replace("\r\n", "\n").partition("\n\n")
+    head, _sep, body = out.replace("\r\n", "\n").partition("\n\n")
     lines = head.splitlines()
-    headers = dict((k.strip().lower(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:]))
-    return int(lines[0].split()[1]), headers, body
+    headers = {}
+    for line in lines[1:]:
+        name, value = line.split(":", 1)
+        headers[name.strip().lower()] = value.strip()
+    return Response(int(lines[0].split()[1]), headers, body)
+
+
+def answers(host, count, path="/health"):
+    """The set of backend names that answered `count` requests."""
+    return {get(host, path).body.strip() for _attempt in range(count)}
 
 
 def test_config_is_valid(host):
@@ -27,9 +39,9 @@ def test_config_is_valid(host):
 
 
 def test_http_redirects_to_https(host):
-    status, headers, _ = get(host, "/some/page?x=1", scheme="http")
-    assert status == 301
-    assert headers["location"] == "https://edge.lab.test/some/page?x=1"
+    resp = get(host, "/some/page?x=1", scheme="http")
+    assert resp.status == 301
+    assert resp.headers["location"] == "https://edge.lab.test/some/page?x=1"
 
 
 def test_tls_with_the_given_certificate_and_modern_protocols(host):
@@ -43,15 +55,14 @@ def test_tls_with_the_given_certificate_and_modern_protocols(host):
 
 
 def test_security_headers(host):
-    _, headers, _ = get(host, "/")
+    headers = get(host, "/").headers
     assert headers["strict-transport-security"].startswith("max-age=31536000")
     assert headers["x-content-type-options"] == "nosniff"
     assert headers["x-frame-options"] == "DENY"
 
 
 def test_proxies_to_both_app_hosts(host):
-    seen = {get(host, "/health")[2].strip() for _ in range(12)}
-    assert seen == {"edge-app1", "edge-app2"}
+    assert answers(host, 12) == {"edge-app1", "edge-app2"}
 
 
 def test_spa_cache_headers_and_fallback(host):
@@ -59,17 +70,17 @@ def test_spa_cache_headers_and_fallback(host):
     assert status == 200 and "immutable" in headers["cache-control"] and "max-age=31536000" in headers["cache-control"]
     status, headers, body = get(host, "/deep/client/route")
     assert status == 200 and "spa-index" in body and headers["cache-control"] == "no-cache"
-    assert get(host, "/assets/missing.js")[0] == 404
+    assert get(host, "/assets/missing.js").status == 404
 
 
 def test_api_is_not_cached(host):
-    status, headers, _ = get(host, "/api/whoami")
-    assert status in (200, 429)
-    assert headers["cache-control"] == "no-store"
+    resp = get(host, "/api/whoami")
+    assert resp.status in (200, 429)
+    assert resp.headers["cache-control"] == "no-store"
 
 
 def test_rate_limit_answers_429(host):
-    codes = [get(host, "/api/whoami")[0] for _ in range(15)]
+    codes = [get(host, "/api/whoami").status for _attempt in range(15)]
     assert 429 in codes
     assert codes.count(200) <= 6  # 10r/m with a burst of 5
     assert set(codes) <= {200, 429}
@@ -92,12 +103,12 @@ def test_drained_upstream_receives_no_requests():
     try:
         drain(["edge-app1"])
         for lb in lbs:
-            assert {get(lb, "/health")[2].strip() for _ in range(12)} == {"edge-app2"}
+            assert answers(lb, 12) == {"edge-app2"}
         # A site.yml run while drained keeps the drain.
         rc, out = labcheck.playbook("converge.yml")
         assert rc == 0, out
         for lb in lbs:
-            assert {get(lb, "/health")[2].strip() for _ in range(8)} == {"edge-app2"}
+            assert answers(lb, 8) == {"edge-app2"}
         # The probe's own log on app1 saw none of those requests.
         before = labcheck.host("edge-app1").check_output(
             "journalctl -u probe --no-pager | grep -c 'GET /health' || true"
@@ -111,7 +122,7 @@ def test_drained_upstream_receives_no_requests():
     finally:
         drain([])
     for lb in lbs:
-        assert {get(lb, "/health")[2].strip() for _ in range(12)} == {"edge-app1", "edge-app2"}
+        assert answers(lb, 12) == {"edge-app1", "edge-app2"}
         assert lb.file(log).exists
 
 
