@@ -17,7 +17,8 @@ description:
     rollback target).
   - O(state=rolled_back) returns to the previous good release without naming it.
   - A corrupted history file is an error; nothing is changed then.
-author: selfhosted.stack maintainers
+author:
+  - selfhosted.stack maintainers (@selfhosted-stack)
 options:
   path:
     description: Base directory of the application, for example C(/opt/app).
@@ -59,12 +60,15 @@ options:
     default: 20
 attributes:
   check_mode:
+    description: Can run in check mode and return the changed status prediction without modifying the target.
     support: full
     details: Plans and returns what it would do, including the directories it would delete.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode).
     support: full
     details: Shows the current release and the list of releases before and after.
   idempotent:
+    description: When run twice in a row with the same arguments, the second run reports no change.
     support: full
     details: Activating the current release again, or marking a release with the result it has, changes nothing.
 """
@@ -139,11 +143,21 @@ history:
   type: list
   elements: dict
   contains:
-    release: {description: Release id., type: str}
-    event: {description: created, activated, rolled_back, marked or deleted., type: str}
-    result: {description: pending, good, failed, rolled_back or null., type: str}
-    time: {description: When (UTC, ISO 8601)., type: str}
-    checksum: {description: Artifact checksum, when given., type: str}
+    release:
+      description: Release id.
+      type: str
+    event:
+      description: "One of: created, activated, rolled_back, marked, deleted."
+      type: str
+    result:
+      description: "One of: pending, good, failed, rolled_back; null for created and deleted."
+      type: str
+    time:
+      description: When it happened, UTC, ISO 8601.
+      type: str
+    checksum:
+      description: Artifact checksum, when one was given.
+      type: str
 """
 
 import datetime
