@@ -38,13 +38,18 @@ $(COLL):
 	mkdir -p $(dir $@)
 	ln -sfn ../../.. $@
 
+DEMO_APP := .cache/demo-app
+.PHONY: demo-app
+demo-app: venv ## build the demo app's wheels (good 1.0.0, 1.1.0; broken 1.1.1) and an offline wheelhouse
+	PYTHON=$(BIN)/python examples/demo-app/build.sh $(DEMO_APP)
+
 .PHONY: lab
 lab: ## Docker engine, Compose v2 plugin, Debian 12/13 systemd images (idempotent)
 	lab/lab.sh all
 
 # ------------------------------------------------------------------------------------------ demo
 .PHONY: demo
-demo: venv lab ## bring up the lab hosts of inventories/lab and deploy site.yml to them
+demo: venv lab demo-app ## bring up the lab hosts of inventories/lab and deploy site.yml to them
 	ansible-playbook lab/up.yml
 	ansible-playbook -i inventories/lab playbooks/site.yml
 	@ansible-playbook lab/summary.yml
@@ -81,15 +86,15 @@ unit: venv ## pytest unit tests of the plugins
 	pytest -q tests/unit
 
 .PHONY: molecule
-molecule: venv lab ## every Molecule scenario
+molecule: venv lab demo-app ## every Molecule scenario
 	tests/run-suite.sh $(addprefix molecule-,$(SCENARIOS))
 
 .PHONY: molecule-%
-molecule-%: venv lab ## one scenario, whole sequence (make molecule-common)
+molecule-%: venv lab demo-app ## one scenario, whole sequence (make molecule-common)
 	molecule test -s $*
 
 .PHONY: converge-%
-converge-%: venv lab ## one scenario, create + converge only, hosts kept (make converge-common)
+converge-%: venv lab demo-app ## one scenario, create + converge only, hosts kept (make converge-common)
 	molecule converge -s $*
 
 .PHONY: verify-%

@@ -91,6 +91,11 @@ def service_problems(services, ssh_port=22, ssh_sources=()):
     return problems
 
 
+def _usable(address):
+    ip = _network(address)
+    return ip is not None and not (ip.network_address.is_loopback or ip.network_address.is_link_local)
+
+
 def host_address(name, hostvars):
     """The addresses (v4 and v6 lists) other hosts' firewalls use for inventory host `name`."""
     hv = hostvars.get(name, {}) if hasattr(hostvars, "get") else {}
@@ -110,6 +115,13 @@ def host_address(name, hostvars):
         address = (facts.get(key) or {}).get("address")
         if address:
             found.append(address)
+    if not found:
+        # No default route (an air-gapped host): its first global address.
+        for key in ("all_ipv4_addresses", "all_ipv6_addresses"):
+            usable = [a for a in facts.get(key) or [] if _usable(a)]
+            if usable:
+                found.append(usable[0])
+                break
     if not found:
         raise FirewallError(
             f"the firewall needs the address of host {name}: gather its facts in the same run (it is in a group "

@@ -32,7 +32,7 @@ def test_app_host_logs_in_with_scram():
 
 
 def test_wrong_password_is_refused():
-    result = psql_from("data-app", labcheck.address("data12"), "app", "wrong-password-123")
+    result = psql_from("data-app", labcheck.address("db12"), "app", "wrong-password-123")
     assert result.rc != 0 and "password authentication failed" in result.stderr
 
 
@@ -95,15 +95,9 @@ def test_check_diff_on_converged_hosts_changes_nothing_and_shows_no_secret():
 
 
 def test_reload_for_reload_settings_and_restart_for_restart_settings():
-    db = labcheck.host("data12")
+    db = labcheck.host("db12")
     started = sql(db, "SELECT pg_postmaster_start_time()")
-    rc, out = labcheck.playbook(
-        "converge.yml",
-        "--limit",
-        "data12,data-app,data-lb,data13",
-        "-e",
-        '{"postgresql_settings": {"work_mem": "8MB"}}',
-    )
+    rc, out = labcheck.playbook("converge.yml", "-e", '{"postgresql_settings": {"work_mem": "8MB"}}')
     assert rc == 0, out
     assert sql(db, "SHOW work_mem") == "8MB"
     assert sql(db, "SELECT pg_postmaster_start_time()") == started  # reloaded, not restarted

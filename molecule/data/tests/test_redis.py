@@ -49,6 +49,15 @@ def test_wrong_password_and_removed_user_are_refused(host):
         assert "WRONGPASS" in out and "PONG" not in out
 
 
+def test_tls_port_where_enabled():
+    cache13 = labcheck.host("cache13")
+    tls = cache13.run(f"redis-cli --tls --insecure -p 6380 --user app --pass {SECRETS[1]} --no-auth-warning PING")
+    assert tls.stdout.strip() == "PONG", tls.stderr
+    assert "PONG" not in cache13.run(f"redis-cli -p 6380 --user app --pass {SECRETS[1]} PING").stdout
+    assert "PONG" in cache13.run(f"redis-cli -p 6379 --user app --pass {SECRETS[1]} --no-auth-warning PING").stdout
+    assert labcheck.host("cache12").run("redis-cli --tls --insecure -p 6380 PING").rc != 0  # TLS off there
+
+
 def test_config_file_holds_no_plaintext_password(host):
     conf = host.file("/etc/redis/redis.conf")
     assert conf.user == "redis" and conf.mode == 0o640

@@ -173,3 +173,10 @@ def test_group_addresses_as_host_networks():
         "2001:db8::22/128",
     ]
     assert group_addresses([], GROUPS, HOSTVARS) == []
+
+
+def test_host_without_default_route_uses_its_first_global_address():
+    facts = {"all_ipv4_addresses": ["127.0.0.1", "169.254.1.1", "10.1.2.3", "10.9.9.9"], "all_ipv6_addresses": []}
+    assert host_address("h", {"h": {"ansible_facts": facts}}) == ["10.1.2.3"]
+    v6 = {"all_ipv4_addresses": [], "all_ipv6_addresses": ["fe80::1", "2001:db8::7"]}
+    assert host_address("h", {"h": {"ansible_facts": v6}}) == ["2001:db8::7"]

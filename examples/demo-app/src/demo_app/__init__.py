@@ -1,0 +1,1 @@
+"""selfhosted.stack demo application: web (Flask + gunicorn), Celery worker and beat, PostgreSQL and Redis."""
