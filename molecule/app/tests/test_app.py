@@ -51,7 +51,11 @@ def test_ready_through_nginx():
 def test_both_app_hosts_serve():
     assert {json.loads(through_nginx("/version")[1])["version"] for _i in range(6)} == {"1.0.0"}
     for name in ("app1", "app2"):
-        assert labcheck.host(name).check_output("curl -s http://127.0.0.1:8000/health").startswith("{")
+        h = labcheck.host(name)
+        assert h.check_output("curl -s http://127.0.0.1:8000/health").startswith("{")
+        metrics = h.check_output("curl -s http://127.0.0.1:8000/metrics")
+        assert 'http_requests_total{method="GET",status="200"}' in metrics
+        assert "http_request_duration_seconds_bucket" in metrics and "http_requests_inprogress" in metrics
 
 
 def test_a_request_enqueues_a_task_the_worker_completes():
