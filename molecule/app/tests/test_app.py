@@ -42,6 +42,16 @@ def test_release_layout_and_hardened_unit(host):
     assert host.service("app-web@8000").is_running
 
 
+def test_second_instance_runs_and_is_an_upstream():
+    app1 = labcheck.host("app1")
+    assert app1.service("app-web@8001").is_running
+    assert app1.check_output("curl -s http://127.0.0.1:8001/health").startswith("{")
+    conf = labcheck.host(LB).file("/etc/nginx/nginx.conf").content_string
+    app1_address = labcheck.address("app1")
+    assert f"server {app1_address}:8000 " in conf and f"server {app1_address}:8001 " in conf
+    assert labcheck.can_connect(LB, app1_address, 8001)
+
+
 def test_ready_through_nginx():
     code, text = through_nginx("/ready")
     assert code == 200, text

@@ -1,4 +1,8 @@
-"""The web service: liveness, readiness, metrics, version, and an endpoint that writes and enqueues."""
+"""The web service: liveness, readiness, metrics, version, and an endpoint that writes and enqueues.
+
+Metrics live in the process: run gunicorn with one worker and threads (--workers 1 --threads N) so /metrics
+covers every request of the instance.
+"""
 
 import time
 
