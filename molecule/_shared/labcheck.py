@@ -54,3 +54,21 @@ def can_connect(src, dst_address, port, timeout=2):
         f"sys.exit(s.connect_ex(('{dst_address}', {port})))\n"
     )
     return host(src).run(f'python3 -c "{code}"').rc == 0
+
+
+def assert_refused_in_preflight(tag, extra, variable, playbook_path="converge.yml"):
+    """Bad input stops the run in the role's preflight (only that tag runs), naming the variable, nothing changed."""
+    rc, out = playbook(playbook_path, "--tags", tag, "-e", extra)
+    assert rc != 0, out
+    assert variable in out, out
+    assert all(c["changed"] == 0 for c in recap(out).values()), out
+
+
+def assert_check_mode_clean(secrets=(), playbook_path="converge.yml"):
+    """--check --diff on converged hosts: every host ran, no change, no failure, no secret value in the output."""
+    rc, out = playbook(playbook_path, "--check", "--diff")
+    assert rc == 0, out
+    counts = recap(out)
+    assert set(counts) >= set(hosts("all")), out
+    assert all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()), out
+    assert not [s for s in secrets if s in out], "a secret value appears in the --check --diff output"

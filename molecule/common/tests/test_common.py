@@ -74,11 +74,7 @@ def test_service_helpers(name):
 
 
 def test_check_mode_on_converged_hosts_changes_nothing():
-    rc, out = labcheck.playbook("converge.yml", "--check", "--diff")
-    assert rc == 0, out
-    counts = labcheck.recap(out)
-    assert set(counts) >= {"common-lb", "common-app", "common-db", "common-other"}, out
-    assert all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()), out
+    labcheck.assert_check_mode_clean()
 
 
 @pytest.mark.parametrize(
@@ -95,8 +91,4 @@ def test_check_mode_on_converged_hosts_changes_nothing():
     ],
 )
 def test_bad_input_fails_in_preflight_before_any_change(extra, variable):
-    # Only the preflight (tagged): the check must sit there, before install and configure.
-    rc, out = labcheck.playbook("converge.yml", "--tags", "common_preflight", "-e", extra)
-    assert rc != 0, out
-    assert variable in out, out
-    assert all(c["changed"] == 0 for c in labcheck.recap(out).values()), out
+    labcheck.assert_refused_in_preflight("common_preflight", extra, variable)
