@@ -137,3 +137,15 @@ def test_two_schedulers_are_refused_before_anything_changes():
     assert rc != 0, out
     assert "Exactly one host may run the scheduler" in out and "app1" in out, out
     assert all(c["changed"] == 0 for c in labcheck.recap(out).values()), out
+
+
+def test_bad_input_for_one_role_stops_every_host_before_any_change():
+    # A whole run (preflight.yml first): the cache host's bad input stops all hosts, the valid change to every
+    # host's timezone is not made anywhere.
+    rc, out = labcheck.playbook("converge.yml", "-e", "redis_maxmemory=lots", "-e", "common_timezone=Europe/Paris")
+    assert rc != 0, out
+    assert "redis_maxmemory must be a size" in out, out
+    counts = labcheck.recap(out)
+    assert set(counts) >= set(labcheck.hosts("all")), out
+    assert all(c["changed"] == 0 for c in counts.values()), out
+    assert labcheck.host("app1").file("/etc/localtime").linked_to != "/usr/share/zoneinfo/Europe/Paris"
