@@ -16,7 +16,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-STATES = ("present", "active", "rolled_back", "absent", "good", "failed")
+STATES = ("present", "active", "rolled_back", "absent", "good", "failed", "query")
 RELEASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 
@@ -150,6 +150,8 @@ def plan(state, release, on_disk, current, history, keep, now, checksum=None):
         raise ReleaseError(f"state must be one of {', '.join(STATES)}, got {state!r}")
     on_disk = set(on_disk)
     p = Plan()
+    if state == "query":
+        return p  # reports only: no change, no retention
     target = None
     if state in ("present", "active", "absent"):
         target = validate_release_id(release)

@@ -36,8 +36,9 @@ options:
       - V(rolled_back) switches C(current) to the previous good release and marks the one left V(rolled_back).
       - V(good) and V(failed) record the result of a release (after a health gate, for example).
       - V(absent) deletes a release directory; the current and the previous good release are refused.
+      - V(query) changes nothing and returns the current release, the rollback target and the history.
     type: str
-    choices: [present, active, rolled_back, good, failed, absent]
+    choices: [present, active, rolled_back, good, failed, absent, query]
     default: active
   keep:
     description: How many of the newest releases to keep (the current and the previous good one are kept too).
@@ -112,6 +113,11 @@ previous:
   returned: always
   type: str
   sample: "1.3.2"
+current_result:
+  description: What the history says of the current release after the task (pending, good, failed, rolled_back).
+  returned: always
+  type: str
+  sample: good
 previous_good:
   description: The rollback target after the task (newest good release that is not current).
   returned: always
@@ -174,6 +180,7 @@ from ansible_collections.selfhosted.stack.plugins.module_utils._release import (
     load_history,
     plan,
     previous_good,
+    results,
 )
 
 
@@ -228,6 +235,7 @@ def run(module):
         current=after_current,
         previous=current,
         previous_good=previous_good(new_history, after_current, set(after_on_disk)),
+        current_result=results(new_history).get(after_current) if after_current else None,
         releases=order,
         created=decided.create,
         deleted=decided.delete,
@@ -263,7 +271,9 @@ def main():
             path=dict(type="path", required=True),
             release=dict(type="str"),
             state=dict(
-                type="str", default="active", choices=["present", "active", "rolled_back", "good", "failed", "absent"]
+                type="str",
+                default="active",
+                choices=["present", "active", "rolled_back", "good", "failed", "absent", "query"],
             ),
             keep=dict(type="int", default=5),
             checksum=dict(type="str"),
@@ -279,7 +289,7 @@ def main():
         supports_check_mode=True,
     )
     try:
-        if not module.check_mode:
+        if not module.check_mode and module.params["state"] != "query":
             os.makedirs(os.path.join(module.params["path"], "releases"), exist_ok=True)
         module.exit_json(**run(module))
     except ReleaseError as exc:

@@ -102,3 +102,14 @@ def test_release_dirs_unknown_to_history_are_never_deleted(tmp_path):
     assert r["deleted"] == ["1"]
     assert r["reasons"]["0-manual"].startswith("kept: not in the history")
     assert os.path.isdir(tmp_path / "releases" / "0-manual")
+
+
+def test_query_reports_without_changing_anything(tmp_path):
+    for r in ("1", "2", "3", "4", "5", "6"):
+        run(tmp_path, release=r)
+        run(tmp_path, state="good")
+    before = sorted(os.listdir(tmp_path / "releases")), (tmp_path / "releases.json").read_text()
+    result = run(tmp_path, state="query", keep=1)  # keep is not applied by a query
+    assert not result["changed"]
+    assert result["current"] == "6" and result["previous_good"] == "5"
+    assert (sorted(os.listdir(tmp_path / "releases")), (tmp_path / "releases.json").read_text()) == before

@@ -1,0 +1,79 @@
+# Copyright: selfhosted.stack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Pure decisions of the rollout playbooks: batches of hosts, the order of a rollback, the fleet's state."""
+
+from __future__ import annotations
+
+import re
+
+
+class RolloutError(ValueError):
+    """Bad input; the message names the variable and what is allowed."""
+
+
+def batch_sizes(spec, total, variable="rollout_batches"):
+    """Sizes of the batches for `total` hosts, like Ansible's serial: each entry a number of hosts or a
+    percentage of all of them (rounded down, at least 1); the last entry repeats until every host is covered."""
+    if isinstance(spec, (int, str)) and not isinstance(spec, bool):
+        spec = [spec]
+    if not isinstance(spec, (list, tuple)) or not spec:
+        raise RolloutError(f"{variable} must be a list of batch sizes, e.g. [1, '25%', '100%']; got {spec!r}")
+    sizes = []
+    for entry in spec:
+        text = str(entry).strip()
+        m = re.fullmatch(r"(\d+)(%?)", text)
+        if isinstance(entry, bool) or not m or int(m.group(1)) == 0 or (m.group(2) and int(m.group(1)) > 100):
+            raise RolloutError(
+                f"{variable} entries must be a number of hosts (1 or more) or a percentage ('1%' to '100%'); "
+                f"got {entry!r}"
+            )
+        n = int(m.group(1))
+        sizes.append(max(1, total * n // 100) if m.group(2) else n)
+    out = []
+    left = total
+    i = 0
+    while left > 0:
+        size = min(sizes[min(i, len(sizes) - 1)], left)
+        out.append(size)
+        left -= size
+        i += 1
+    return out
+
+
+def batches(hosts, spec, variable="rollout_batches"):
+    """Split hosts (in order) into batches; see batch_sizes."""
+    hosts = list(hosts)
+    out, start = [], 0
+    for size in batch_sizes(spec, len(hosts), variable):
+        out.append(hosts[start : start + size])
+        start += size
+    return out
+
+
+def back_batches(forward, switched):
+    """The order to put switched hosts back: the newest batch first (it is out of rotation already when its gate
+    failed), then the earlier ones; hosts that were never switched are left alone."""
+    out = []
+    for batch in reversed(forward):
+        kept = [h for h in batch if h in switched]
+        if kept:
+            out.append(kept)
+    return out
+
+
+def zero_downtime_problems(forward, upstreams, already_out=()):
+    """Batches that would leave no upstream in rotation while they are drained (a batch of every web host)."""
+    problems = []
+    upstreams = set(upstreams)
+    for i, batch in enumerate(forward):
+        if upstreams and not upstreams - set(batch) - set(already_out):
+            problems.append(f"batch {i + 1} ({', '.join(batch)}) would take every web host out of rotation")
+    return problems
+
+
+def fleet_state(hosts):
+    """{host: release} -> (sorted distinct releases, {release: [hosts]})."""
+    by_release = {}
+    for host, release in sorted(hosts.items()):
+        by_release.setdefault(release or "none", []).append(host)
+    return sorted(by_release), by_release

@@ -1,0 +1,72 @@
+"""Rollout batches (serial-like sizes), rollback order and the zero-downtime check."""
+
+import pytest
+from ansible_collections.selfhosted.stack.plugins.plugin_utils._rollout import (
+    RolloutError,
+    back_batches,
+    batch_sizes,
+    batches,
+    fleet_state,
+    zero_downtime_problems,
+)
+from hypothesis import given
+from hypothesis import strategies as st
+
+HOSTS = [f"app{i}" for i in range(1, 11)]
+
+
+def test_canary_then_percentages():
+    assert batch_sizes([1, "25%", "100%"], 10) == [1, 2, 7]
+    assert batches(HOSTS[:4], [1, "50%", "100%"]) == [["app1"], ["app2", "app3"], ["app4"]]
+
+
+def test_the_last_entry_repeats():
+    assert batch_sizes([1, 2], 7) == [1, 2, 2, 2]
+    assert batch_sizes(["30%"], 10) == [3, 3, 3, 1]
+    assert batch_sizes(1, 3) == [1, 1, 1]
+
+
+def test_small_percentages_are_at_least_one_host():
+    assert batch_sizes(["10%"], 3) == [1, 1, 1]
+
+
+def test_no_hosts_no_batches():
+    assert batches([], [1, "100%"]) == []
+
+
+@pytest.mark.parametrize("bad", [[], [0], ["0%"], ["150%"], ["a"], [True], [-1], [1.5], "lots", None])
+def test_bad_batches_name_the_variable(bad):
+    with pytest.raises(RolloutError, match="rollout_batches"):
+        batch_sizes(bad, 5)
+
+
+@given(
+    st.integers(0, 40),
+    st.lists(st.one_of(st.integers(1, 12), st.integers(1, 100).map(lambda n: f"{n}%")), min_size=1, max_size=5),
+)
+def test_every_host_once_in_order(n, spec):
+    hosts = [f"h{i}" for i in range(n)]
+    out = batches(hosts, spec)
+    assert [h for b in out for h in b] == hosts
+    assert all(b for b in out)
+
+
+def test_back_batches_newest_first_only_switched():
+    forward = [["app1"], ["app2", "app3"], ["app4", "app5"]]
+    assert back_batches(forward, ["app1", "app2", "app3", "app4"]) == [["app4"], ["app2", "app3"], ["app1"]]
+    assert back_batches(forward, []) == []
+
+
+def test_a_batch_of_every_web_host_is_a_problem():
+    assert zero_downtime_problems([["a"], ["b"]], ["a", "b"]) == []
+    assert zero_downtime_problems([["a", "b"]], ["a", "b"]) == [
+        "batch 1 (a, b) would take every web host out of rotation"
+    ]
+    assert zero_downtime_problems([["a"]], ["a", "b"], already_out=["b"]) != []
+
+
+def test_fleet_state():
+    assert fleet_state({"b": "1.0", "a": "1.1", "c": None}) == (
+        ["1.0", "1.1", "none"],
+        {"1.0": ["b"], "1.1": ["a"], "none": ["c"]},
+    )
