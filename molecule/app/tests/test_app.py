@@ -3,6 +3,8 @@ a worker stop that lets a running task finish, and an offline host installing fr
 
 import json
 import os
+import signal
+import subprocess
 import time
 
 import labcheck
@@ -111,24 +113,145 @@ def test_stopping_a_worker_lets_the_running_task_finish():
     assert sql(f"SELECT finished_at IS NOT NULL FROM slow_tasks WHERE id = {row}") == "t"
 
 
-def test_new_release_keeps_the_previous_and_rollback_returns_to_it():
+# --- rollouts under load (playbooks/deploy.yml, rollback.yml) ------------------------------------------------
+# tests/loadgen.py runs on the lb host, sending GET /version through nginx (TLS, keep-alive) from 4 threads for the
+# whole rollout; its counts are the proof of "zero failed requests".
+APP_HOSTS = ("app1", "app2", "app-worker")
+LOADGEN = os.path.join(labcheck.SCENARIO_DIR, "..", "..", "tests", "loadgen.py")
+
+
+class Load:
+    def __init__(self, name):
+        self.out, self.stop_file = f"/tmp/loadgen-{name}.json", f"/tmp/loadgen-{name}.stop"
+
+    def __enter__(self):
+        # The lab containers are named after their hosts; docker cp and exec -d reach them from here.
+        labcheck.host(LB).run(f"rm -f {self.out} {self.stop_file}")
+        subprocess.run(["docker", "cp", LOADGEN, f"{LB}:/root/loadgen.py"], check=True)
+        subprocess.run(
+            ["docker", "exec", "-d", LB, "python3", "/root/loadgen.py", "--url", "https://127.0.0.1/version",
+             "--host", "app.lab.test", "--workers", "4", "--out", self.out, "--stop-file", self.stop_file],
+            check=True,
+        )  # fmt: skip
+        time.sleep(2)
+        return self
+
+    def __exit__(self, *exc):
+        lb = labcheck.host(LB)
+        lb.run(f"touch {self.stop_file}")
+        assert wait_for(lambda: lb.file(self.out).exists, 30)
+        self.result = json.loads(lb.file(self.out).content_string)
+
+
+def current(name):
+    return labcheck.host(name).file("/opt/app/current").linked_to.rsplit("/", 1)[-1]
+
+
+def history(name):
+    return json.loads(labcheck.host(name).file("/opt/app/releases.json").content_string)
+
+
+def assert_no_request_failed(load):
+    r = load.result
+    assert r["sent"] > 200, r  # the generator really ran through the whole rollout
+    assert r["failed"] == 0 and r["ok"] == r["sent"], r
+
+
+def test_good_deploy_under_load_fails_no_request():
+    with Load("good") as load:
+        rc, out = labcheck.playbook("deploy.yml", "-e", "app_release=1.1.0")
+    assert rc == 0, out
+    assert_no_request_failed(load)
+    assert {name: current(name) for name in APP_HOSTS} == dict.fromkeys(APP_HOSTS, "1.1.0")
+    assert set(load.result["versions"]) == {"1.0.0", "1.1.0"}, load.result  # traffic moved over during the run
+    assert {json.loads(through_nginx("/version")[1])["version"] for _i in range(6)} == {"1.1.0"}
+    assert sql("SELECT count(*) FROM migrations WHERE release = '1.1.0'") == "1"  # once, whatever the host count
+    for name in APP_HOSTS:
+        h = labcheck.host(name)
+        assert h.file("/opt/app/releases/1.0.0").is_directory  # kept for rollback
+        assert ("1.1.0", "good") in [(e["release"], e["result"]) for e in history(name)]
+        record = json.loads(h.file("/opt/app/last-rollout.json").content_string)
+        assert record["result"] == "success" and record["host"]["now"] == "1.1.0"
+        prom = h.file("/var/lib/prometheus/node-exporter/selfhosted_rollout_app.prom").content_string
+        assert 'selfhosted_release_info{app="app",release="1.1.0"} 1' in prom
+        assert 'selfhosted_rollout_last_success{app="app",kind="deploy"} 1' in prom
+    assert labcheck.host("app-worker").service("app-worker").is_running
+    assert labcheck.host(LB).file("/etc/nginx/selfhosted-drained.json").content_string.strip() == "[]"
+
+
+def test_bad_release_is_stopped_at_the_canary_and_rolled_back_under_load():
+    worker_pid = labcheck.host("app-worker").check_output("systemctl show -p MainPID --value app-worker")
+    with Load("bad") as load:
+        rc, out = labcheck.playbook("deploy.yml", "-e", "app_release=1.1.1")
+    assert rc != 0, out
+    assert "Deploy FAILED: app1 (switching to 1.1.1): health gate failed for http://127.0.0.1:8000/ready" in out, out
+    assert "status 503" in out and "Every switched host is back on its previous release" in out, out
+    assert_no_request_failed(load)
+    assert "1.1.1" not in load.result["versions"], load.result  # no request ever reached the bad release
+    assert {name: current(name) for name in APP_HOSTS} == dict.fromkeys(APP_HOSTS, "1.1.0")
+    for name in APP_HOSTS:
+        latest = {e["release"]: e["result"] for e in history(name) if e["result"]}
+        assert latest["1.1.1"] == "failed" and latest["1.1.0"] == "good", latest  # never picked as good
+        record = json.loads(labcheck.host(name).file("/opt/app/last-rollout.json").content_string)
+        assert record["result"] == "rolled_back" and record["back_seconds"] > 0
+    # The canary failed: app2 and the worker were never switched.
+    for name in ("app2", "app-worker"):
+        assert "1.1.1" not in [e["release"] for e in history(name) if e["event"] == "activated"]
+    assert labcheck.host("app-worker").check_output("systemctl show -p MainPID --value app-worker") == worker_pid
+    assert labcheck.host(LB).file("/etc/nginx/selfhosted-drained.json").content_string.strip() == "[]"
+    prom = labcheck.host("app1").file("/var/lib/prometheus/node-exporter/selfhosted_rollout_app.prom").content_string
+    assert 'selfhosted_rollout_rolled_back{app="app"} 1' in prom
+
+
+def test_rollback_returns_every_host_to_the_previous_good_release_under_load():
+    with Load("rollback") as load:
+        rc, out = labcheck.playbook("rollback.yml")  # no version named
+    assert rc == 0, out
+    assert_no_request_failed(load)
+    assert {name: current(name) for name in APP_HOSTS} == dict.fromkeys(APP_HOSTS, "1.0.0")
+    assert {json.loads(through_nginx("/version")[1])["version"] for _i in range(6)} == {"1.0.0"}
+    for name in APP_HOSTS:
+        assert ("1.1.0", "rolled_back") in [(e["release"], e["result"]) for e in history(name)]
+
+
+def test_an_interrupted_deploy_is_completed_by_a_second_run():
+    # Kill the deploy once the canary switched: mixed releases, the canary possibly out of rotation.
+    proc = subprocess.Popen(
+        [
+            "ansible-playbook",
+            "-i",
+            labcheck.INVENTORY,
+            os.path.join(labcheck.SCENARIO_DIR, "deploy.yml"),
+            "-e",
+            "app_release=1.1.0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        assert wait_for(lambda: current("app1") == "1.1.0", 300, step=0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert current("app2") == "1.0.0"
     rc, out = labcheck.playbook("deploy.yml", "-e", "app_release=1.1.0")
     assert rc == 0, out
-    for name in ("app1", "app2", "app-worker"):
-        h = labcheck.host(name)
-        assert h.file("/opt/app/current").linked_to == "/opt/app/releases/1.1.0"
-        assert h.file("/opt/app/releases/1.0.0").is_directory  # kept for rollback
+    assert "MIXED RELEASES" in out, out
+    assert {name: current(name) for name in APP_HOSTS} == dict.fromkeys(APP_HOSTS, "1.1.0")
+    assert labcheck.host(LB).file("/etc/nginx/selfhosted-drained.json").content_string.strip() == "[]"
     assert {json.loads(through_nginx("/version")[1])["version"] for _i in range(6)} == {"1.1.0"}
-    assert sql("SELECT count(*) FROM migrations") == "2"
 
-    rc, out = labcheck.playbook("rollback.yml")  # no version named
-    assert rc == 0, out
-    for name in ("app1", "app2", "app-worker"):
-        assert labcheck.host(name).file("/opt/app/current").linked_to == "/opt/app/releases/1.0.0"
-    assert wait_for(lambda: through_nginx("/version")[0] == 200, 30)
-    assert {json.loads(through_nginx("/version")[1])["version"] for _i in range(6)} == {"1.0.0"}
-    history = json.loads(labcheck.host("app1").file("/opt/app/releases.json").content_string)
-    assert ("1.1.0", "rolled_back") in [(e["release"], e["result"]) for e in history]
+
+def test_bad_rollout_input_is_refused_before_anything_changes():
+    rc, out = labcheck.playbook("deploy.yml", "-e", "app_release=1.0.0", "-e", '{"rollout_batches": [0]}')
+    assert rc != 0, out
+    assert "rollout_batches entries must be a number of hosts" in out, out
+    assert all(c["changed"] == 0 for c in labcheck.recap(out).values()), out
+    rc, out = labcheck.playbook("deploy.yml", "-e", '{"rollout_batches": ["100%"]}', "-e", "app_release=1.0.0")
+    assert rc != 0 and "would take every web host out of rotation" in out, out
+    assert all(c["changed"] == 0 for c in labcheck.recap(out).values()), out
+    assert current("app1") == "1.1.0"
 
 
 def test_two_schedulers_are_refused_before_anything_changes():
