@@ -106,6 +106,10 @@ verify-%: venv ## run one scenario's verifier against its converged hosts
 bench: venv lab ## converge timings against the plain apt-get floor (bench/converge)
 	python bench/converge
 
+.PHONY: bench-rollout
+bench-rollout: venv lab demo-app ## rollouts under load: failed requests, time per host, time back after a failed gate
+	python bench/rollout
+
 .PHONY: clean
 clean: ## remove lab containers, the sanity copy and caches (keeps images and the venv)
 	lab/lab.sh clean
