@@ -12,7 +12,7 @@ import labcheck
 testinfra_hosts = labcheck.hosts("app")
 LB = "app-lb"
 CURL = "curl -sk --resolve app.lab.test:443:127.0.0.1"
-SECRETS = ["lab-app-db-Zx7c9Vb2", "lab-app-redis-Lp4k2Mn8"]
+SECRETS = ["lab-app-db-Zx7c9Vb2", "lab-app-redis-Lp4k2Mn8", "lab-redis-exporter-Hy5t3Q", "lab-grafana-admin-Pz8wK2"]
 
 
 def through_nginx(path, method="GET", data=None):
@@ -201,6 +201,17 @@ def test_bad_release_is_stopped_at_the_canary_and_rolled_back_under_load():
     assert labcheck.host(LB).file("/etc/nginx/selfhosted-drained.json").content_string.strip() == "[]"
     prom = labcheck.host("app1").file("/var/lib/prometheus/node-exporter/selfhosted_rollout_app.prom").content_string
     assert 'selfhosted_rollout_rolled_back{app="app"} 1' in prom
+    # ... which the node exporter publishes and Prometheus turns into the DeployRolledBack alert.
+    assert wait_for(lambda: "app1" in firing("DeployRolledBack"), 60), firing("DeployRolledBack")
+
+
+def firing(alertname):
+    """Instances for which Prometheus (on app-mon) has the alert firing."""
+    out = labcheck.host("app-mon").check_output(
+        "curl -s http://127.0.0.1:9090/api/v1/query --data-urlencode "
+        f'\'query=ALERTS{{alertname="{alertname}",alertstate="firing"}}\''
+    )
+    return {r["metric"].get("instance") for r in json.loads(out)["data"]["result"]}
 
 
 def test_rollback_returns_every_host_to_the_previous_good_release_under_load():
