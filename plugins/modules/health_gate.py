@@ -145,9 +145,11 @@ EXAMPLES = r"""
     bake: 300
     metrics:
       - name: 5xx ratio of {{ inventory_hostname }}
+        # "or vector(0)": with no 5xx at all the numerator is empty and the ratio would be "no data".
         query: >-
-          sum(rate(http_requests_total{instance=~"{{ inventory_hostname }}:.*",status=~"5.."}[1m]))
+          (sum(rate(http_requests_total{instance=~"{{ inventory_hostname }}:.*",status=~"5.."}[1m])) or vector(0))
           / sum(rate(http_requests_total{instance=~"{{ inventory_hostname }}:.*"}[1m]))
+        on_empty: fail
         bound: "< 0.01"
 
 - name: Through a proxy, by name, with an internal CA

@@ -157,10 +157,25 @@ def assert_no_request_failed(load):
     assert r["failed"] == 0 and r["ok"] == r["sent"], r
 
 
+def metric_gate(bound):
+    """Extra vars for a bake with a metric gate, evaluated on the monitoring host (Prometheus is closed to others)."""
+    # "or vector(0)": without any 5xx the numerator has no series, and the ratio would be "no data".
+    ratio = (
+        '(sum(rate(http_requests_total{job="app",status=~"5.."}[1m])) or vector(0))'
+        ' / sum(rate(http_requests_total{job="app"}[1m]))'
+    )
+    return json.dumps({
+        "rollout_bake_seconds": 6, "rollout_metrics_interval": 3, "rollout_metrics_host": "app-mon",
+        "rollout_prometheus_url": "http://127.0.0.1:9090",
+        "rollout_metrics": [{"name": "5xx ratio", "query": ratio, "bound": bound, "on_empty": "fail"}],
+    })  # fmt: skip
+
+
 def test_good_deploy_under_load_fails_no_request():
     with Load("good") as load:
-        rc, out = labcheck.playbook("deploy.yml", "-e", "app_release=1.1.0")
+        rc, out = labcheck.playbook("deploy.yml", "-e", "app_release=1.1.0", "-e", metric_gate("< 0.01"))
     assert rc == 0, out
+    assert out.count("ok: [app1 -> app-mon]") + out.count("ok: [app2 -> app-mon]") == 2, out  # a gate per batch
     assert_no_request_failed(load)
     assert {name: current(name) for name in APP_HOSTS} == dict.fromkeys(APP_HOSTS, "1.1.0")
     assert set(load.result["versions"]) == {"1.0.0", "1.1.0"}, load.result  # traffic moved over during the run
@@ -252,6 +267,17 @@ def test_an_interrupted_deploy_is_completed_by_a_second_run():
     assert {name: current(name) for name in APP_HOSTS} == dict.fromkeys(APP_HOSTS, "1.1.0")
     assert labcheck.host(LB).file("/etc/nginx/selfhosted-drained.json").content_string.strip() == "[]"
     assert {json.loads(through_nginx("/version")[1])["version"] for _i in range(6)} == {"1.1.0"}
+
+
+def test_a_failed_metric_gate_during_the_bake_rolls_the_live_batch_back():
+    # The canary passes its health gate and serves; the metric gate (an impossible bound) fails during its bake.
+    with Load("metric") as load:
+        rc, out = labcheck.playbook("deploy.yml", "-e", "app_release=1.0.0", "-e", metric_gate("< -1"))
+    assert rc != 0, out
+    assert "app1 (baking app1)" in out and "metric gate failed" in out and "5xx ratio = 0, bound < -1" in out, out
+    assert_no_request_failed(load)
+    assert {name: current(name) for name in APP_HOSTS} == dict.fromkeys(APP_HOSTS, "1.1.0")
+    assert labcheck.host(LB).file("/etc/nginx/selfhosted-drained.json").content_string.strip() == "[]"
 
 
 def test_bad_rollout_input_is_refused_before_anything_changes():
