@@ -1,0 +1,187 @@
+# Copyright: selfhosted.stack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Pure planning of backup retention (grandfather-father-son) for the backup_rotate module.
+
+A backup set is a list of backups, each with an id, a time (timezone-aware) and whether it is complete (its
+manifest is there and its checksums match). The plan says, for every backup, keep or delete and the rule that
+decided it:
+
+- keep_last N: the N newest complete backups;
+- keep_hourly / keep_daily / keep_weekly / keep_monthly / keep_yearly N: the newest complete backup of each of
+  the N newest periods that have one (periods without a backup do not count); periods are computed in the given
+  timezone; weeks start on Monday (ISO weeks);
+- keep_within D: every complete backup newer than now - D;
+- the newest complete backup is always kept;
+- an incomplete backup never counts as kept; it is deleted once older than the grace period, kept before that;
+- when there is no complete backup, or the newest one is older than max_age, nothing is deleted unless forced
+  (the backups are broken: do not make it worse).
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from dataclasses import dataclass, field
+
+PERIODS = ("hourly", "daily", "weekly", "monthly", "yearly")
+POLICY_KEYS = ("keep_last", "keep_within", *(f"keep_{p}" for p in PERIODS))
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdwy])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+
+
+class RotateError(ValueError):
+    """Bad input or a refused plan; the message names the option and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Backup:
+    id: str
+    time: datetime.datetime
+    complete: bool = True
+    problem: str = ""  # why it is incomplete
+
+
+@dataclass
+class Plan:
+    keep: list = field(default_factory=list)  # ids, newest first
+    delete: list = field(default_factory=list)  # ids, newest first
+    reasons: dict = field(default_factory=dict)  # id -> "keep: ..." / "delete: ..."
+    refused: str = ""  # why nothing is deleted although the policy would
+
+    @property
+    def changed(self):
+        return bool(self.delete)
+
+
+def parse_duration(value, option):
+    """'36h', '7d', '2w', an int of seconds, or None -> seconds (or None)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise RotateError(f"{option} must be a duration such as 36h, 7d or 2w, got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise RotateError(f"{option} must not be negative, got {value}")
+        return value
+    m = _DURATION.match(str(value))
+    if not m:
+        raise RotateError(f"{option} must be a duration such as 36h, 7d or 2w (units s, m, h, d, w, y), got {value!r}")
+    return int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+
+
+def validate_policy(policy):
+    """Normalized policy: counts as ints (0 when unset), keep_within as seconds or None. Refuses an empty one."""
+    unknown = set(policy) - set(POLICY_KEYS)
+    if unknown:
+        raise RotateError(f"unknown retention options {sorted(unknown)}; allowed: {', '.join(POLICY_KEYS)}")
+    out = {}
+    for key in POLICY_KEYS:
+        if key == "keep_within":
+            out[key] = parse_duration(policy.get(key), key)
+            continue
+        value = policy.get(key)
+        if value is None:
+            value = 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise RotateError(f"{key} must be a whole number of backups, 0 or more, got {value!r}")
+        out[key] = value
+    if not any(out[k] for k in POLICY_KEYS if k != "keep_within") and not out["keep_within"]:
+        raise RotateError(
+            "the retention policy keeps nothing: set at least one of keep_last, keep_hourly, keep_daily, "
+            "keep_weekly, keep_monthly, keep_yearly or keep_within (an empty policy would delete every backup)"
+        )
+    return out
+
+
+def period_key(moment, period, tz):
+    """The period a backup falls in, in timezone tz: hourly (Y, M, D, H), daily, weekly (ISO year, week; weeks
+    start on Monday), monthly, yearly."""
+    local = moment.astimezone(tz)
+    if period == "hourly":
+        return (local.year, local.month, local.day, local.hour)
+    if period == "daily":
+        return (local.year, local.month, local.day)
+    if period == "weekly":
+        iso = local.isocalendar()
+        return (iso[0], iso[1])
+    if period == "monthly":
+        return (local.year, local.month)
+    if period == "yearly":
+        return (local.year,)
+    raise RotateError(f"unknown period {period!r}")
+
+
+def _label(key, period):
+    if period == "weekly":
+        return f"{key[0]}-W{key[1]:02d}"
+    return "-".join(f"{part:02d}" if i else str(part) for i, part in enumerate(key)) + (
+        ":00" if period == "hourly" else ""
+    )
+
+
+def plan(backups, policy, now, tz, grace_seconds=86400, max_age_seconds=None, force=False):
+    """Decide keep/delete for every backup of one set. backups: Backup objects (any order, unique ids)."""
+    policy = validate_policy(policy)
+    if now.tzinfo is None:
+        raise RotateError("now must carry a timezone")
+    ids = [b.id for b in backups]
+    if len(set(ids)) != len(ids):
+        raise RotateError("backup ids must be unique within a set")
+    ordered = sorted(backups, key=lambda b: (b.time, b.id), reverse=True)  # newest first
+    complete = [b for b in ordered if b.complete]
+    why_keep = {}
+
+    def keep(backup, reason):
+        why_keep.setdefault(backup.id, []).append(reason)
+
+    if complete:
+        keep(complete[0], "newest complete backup")
+    for i, b in enumerate(complete[: policy["keep_last"]]):
+        keep(b, f"last {i + 1} of {policy['keep_last']}")
+    for period in PERIODS:
+        wanted = policy[f"keep_{period}"]
+        seen = []
+        for b in complete:
+            if len(seen) >= wanted:
+                break
+            key = period_key(b.time, period, tz)
+            if key not in seen:
+                seen.append(key)
+                keep(b, f"{period} {_label(key, period)}")
+    if policy["keep_within"]:
+        horizon = now - datetime.timedelta(seconds=policy["keep_within"])
+        for b in complete:
+            if b.time >= horizon:
+                keep(b, f"within {policy['keep_within']} s")
+
+    result = Plan()
+    for b in ordered:
+        if b.id in why_keep:
+            result.keep.append(b.id)
+            result.reasons[b.id] = "keep: " + ", ".join(why_keep[b.id])
+        elif not b.complete:
+            age = (now - b.time).total_seconds()
+            if age < grace_seconds:
+                result.keep.append(b.id)
+                result.reasons[b.id] = f"keep: incomplete ({b.problem or 'no manifest'}), within the grace period"
+            else:
+                result.delete.append(b.id)
+                result.reasons[b.id] = f"delete: incomplete ({b.problem or 'no manifest'}), older than the grace period"
+        else:
+            result.delete.append(b.id)
+            result.reasons[b.id] = "delete: no retention rule keeps it"
+
+    newest_age = (now - complete[0].time).total_seconds() if complete else None
+    broken = newest_age is None or (max_age_seconds is not None and newest_age > max_age_seconds)
+    if broken and result.delete and not force:
+        result.refused = (
+            "no complete backup in the set"
+            if newest_age is None
+            else f"the newest complete backup ({complete[0].id}) is {int(newest_age)} s old, more than "
+            f"max_age ({max_age_seconds} s)"
+        ) + ": backups look broken, nothing is deleted (force=true to rotate anyway)"
+        for bid in result.delete:
+            result.reasons[bid] = result.reasons[bid].replace("delete:", "keep (refused to delete):", 1)
+        result.keep = [b.id for b in ordered]
+        result.delete = []
+    return result
