@@ -185,3 +185,46 @@ def plan(backups, policy, now, tz, grace_seconds=86400, max_age_seconds=None, fo
         result.keep = [b.id for b in ordered]
         result.delete = []
     return result
+
+
+# --- reading a backup set ----------------------------------------------------------------------------------------
+# Layout (the backup role writes it): one directory (local) or key prefix (S3) per backup, named by its id, holding
+# the backup's files and manifest.json, written last: {"id", "set", "time" (ISO 8601 with offset), "files":
+# [{"name", "size", "sha256"}], "tools": {...}}. A backup without a readable manifest, or whose files do not match
+# it, is incomplete.
+MANIFEST = "manifest.json"
+
+
+def parse_time(text, where):
+    try:
+        moment = datetime.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise RotateError(f"{where}: time {text!r} is not ISO 8601") from exc
+    if moment.tzinfo is None:
+        raise RotateError(f"{where}: time {text!r} has no timezone offset")
+    return moment
+
+
+def check_manifest(backup_id, manifest, sizes):
+    """(complete, problem) for a backup: manifest (parsed dict or None) against the sizes of the files found."""
+    if manifest is None:
+        return False, "no manifest"
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list) or "time" not in manifest:
+        return False, "manifest unreadable"
+    if manifest.get("id", backup_id) != backup_id:
+        return False, f"manifest names backup {manifest.get('id')!r}"
+    for entry in manifest["files"]:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not name:
+            return False, "manifest lists a file without a name"
+        if name not in sizes:
+            return False, f"{name} is missing"
+        if entry.get("size") is not None and sizes[name] != entry["size"]:
+            return False, f"{name} has {sizes[name]} bytes, the manifest says {entry['size']}"
+    return True, ""
+
+
+def batched(items, size=1000):
+    """Lists of at most `size` items (S3 DeleteObjects takes up to 1000 keys a request)."""
+    items = list(items)
+    return [items[i : i + size] for i in range(0, len(items), size)]

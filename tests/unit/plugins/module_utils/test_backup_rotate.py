@@ -6,9 +6,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from ansible_collections.selfhosted.stack.plugins.module_utils._backup_rotate import (
+    MANIFEST,
     Backup,
     RotateError,
+    batched,
+    check_manifest,
     parse_duration,
+    parse_time,
     plan,
     validate_policy,
 )
@@ -148,3 +152,24 @@ def test_properties(backups, policy, tz):
     # Stable: planning again over what is left deletes nothing more.
     left = [b for b in backups if b.id in p.keep]
     assert plan(left, policy, NOW, tz, grace_seconds=3600).delete == []
+
+
+def test_manifest_checks():
+    good = {"id": "b1", "time": "2026-11-21T02:00:00+00:00", "files": [{"name": "app.dump", "size": 10}]}
+    assert check_manifest("b1", good, {"app.dump": 10, MANIFEST: 99}) == (True, "")
+    assert check_manifest("b1", None, {}) == (False, "no manifest")
+    assert check_manifest("b1", good, {}) == (False, "app.dump is missing")
+    assert check_manifest("b1", good, {"app.dump": 9}) == (False, "app.dump has 9 bytes, the manifest says 10")
+    assert check_manifest("b2", good, {"app.dump": 10}) == (False, "manifest names backup 'b1'")
+    assert check_manifest("b1", {"files": "x"}, {}) == (False, "manifest unreadable")
+
+
+def test_times_need_an_offset():
+    assert parse_time("2026-11-21T02:00:00Z", "b1") == datetime.datetime(2026, 11, 21, 2, tzinfo=UTC)
+    with pytest.raises(RotateError, match="has no timezone offset"):
+        parse_time("2026-11-21T02:00:00", "b1")
+
+
+def test_batches_of_1000():
+    assert [len(b) for b in batched(range(2500))] == [1000, 1000, 500]
+    assert batched([]) == []

@@ -1,0 +1,388 @@
+#!/usr/bin/python
+# Copyright: selfhosted.stack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: backup_rotate
+version_added: 0.1.0
+short_description: Grandfather-father-son retention over the backups of one set, on local disk or S3
+description:
+  - Applies a retention policy (O(keep_last), O(keep_hourly), O(keep_daily), O(keep_weekly), O(keep_monthly),
+    O(keep_yearly), O(keep_within)) to the backups of one set, in a local directory (O(path)) or under an S3
+    prefix (O(s3)). Each backup is a directory or key prefix named by its id, with a C(manifest.json) written last.
+  - The newest backup of each period is kept; periods are computed in O(timezone); weeks start on Monday; periods
+    without a backup do not count.
+  - The newest complete backup is never deleted. Incomplete backups (no manifest, files missing or of the wrong
+    size) never count as kept and are deleted only once older than O(grace).
+  - When the set has no complete backup, or the newest is older than O(max_age), nothing is deleted unless
+    O(force=true); the backups are broken, and rotation must not make it worse.
+  - An empty policy is refused. S3 deletes go in batches of up to 1000 keys.
+author:
+  - selfhosted.stack maintainers (@selfhosted-stack)
+options:
+  path:
+    description: Local directory of the set (one subdirectory per backup). Exactly one of O(path) and O(s3).
+    type: path
+  s3:
+    description: The set on S3-compatible storage. Exactly one of O(path) and O(s3).
+    type: dict
+    suboptions:
+      bucket:
+        description: Bucket name.
+        type: str
+        required: true
+      prefix:
+        description: Key prefix of the set (one sub-prefix per backup), without a trailing slash.
+        type: str
+        required: true
+      endpoint_url:
+        description: Endpoint of an S3-compatible service (SeaweedFS, MinIO, Ceph); omit for AWS.
+        type: str
+      region:
+        description: Region name.
+        type: str
+        default: us-east-1
+      access_key:
+        description: Access key id.
+        type: str
+        required: true
+      secret_key:
+        description: Secret access key (vault).
+        type: str
+        required: true
+      validate_certs:
+        description: Verify the endpoint's TLS certificate.
+        type: bool
+        default: true
+  keep_last:
+    description: Keep the N newest complete backups.
+    type: int
+  keep_hourly:
+    description: Keep the newest complete backup of each of the N newest hours that have one.
+    type: int
+  keep_daily:
+    description: Keep the newest complete backup of each of the N newest days that have one.
+    type: int
+  keep_weekly:
+    description: Keep the newest complete backup of each of the N newest weeks (Monday to Sunday) that have one.
+    type: int
+  keep_monthly:
+    description: Keep the newest complete backup of each of the N newest months that have one.
+    type: int
+  keep_yearly:
+    description: Keep the newest complete backup of each of the N newest years that have one.
+    type: int
+  keep_within:
+    description: Keep every complete backup newer than this duration (V(36h), V(7d), V(2w)).
+    type: str
+  timezone:
+    description: IANA timezone in which hours, days, weeks, months and years are counted.
+    type: str
+    required: true
+  grace:
+    description: Age (a duration) after which an incomplete backup is deleted.
+    type: str
+    default: 24h
+  max_age:
+    description: Refuse to delete anything when the newest complete backup is older than this duration.
+    type: str
+    default: 3d
+  force:
+    description: Rotate even when the backups look broken (see O(max_age)). The newest complete backup is still kept.
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    description: Can run in check mode and return the changed status prediction without modifying the target.
+    support: full
+    details: Lists every backup with keep or delete and the rule that decided it; deletes nothing.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode).
+    support: full
+    details: The backups before and after.
+  idempotent:
+    description: When run twice in a row with the same arguments, the second run reports no change.
+    support: full
+requirements:
+  - boto3 (for O(s3))
+"""
+
+EXAMPLES = r"""
+- name: Rotate the local PostgreSQL dumps
+  selfhosted.stack.backup_rotate:
+    path: /var/backups/selfhosted/postgresql
+    keep_last: 3
+    keep_daily: 7
+    keep_weekly: 4
+    keep_monthly: 12
+    timezone: Europe/Berlin
+
+- name: Rotate the same set on S3 (SeaweedFS)
+  selfhosted.stack.backup_rotate:
+    s3:
+      bucket: backups
+      prefix: db1/postgresql
+      endpoint_url: http://storage1:8333
+      access_key: "{{ vault_backup_s3_access_key }}"
+      secret_key: "{{ vault_backup_s3_secret_key }}"
+    keep_daily: 14
+    keep_monthly: 6
+    timezone: UTC
+"""
+
+RETURN = r"""
+kept:
+  description: Ids of the backups kept, newest first.
+  returned: always
+  type: list
+  elements: str
+deleted:
+  description: Ids of the backups deleted (or that would be in check mode), newest first.
+  returned: always
+  type: list
+  elements: str
+reasons:
+  description: For every backup, keep or delete and the rule that decided it.
+  returned: always
+  type: dict
+  sample: {"20261121T020000Z": "keep: newest complete backup, daily 2026-11-21"}
+refused:
+  description: Why nothing was deleted although the policy would have (broken backups), else empty.
+  returned: always
+  type: str
+"""
+
+import datetime
+import json
+import os
+import shutil
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.selfhosted.stack.plugins.module_utils._backup_rotate import (
+    MANIFEST,
+    Backup,
+    RotateError,
+    batched,
+    check_manifest,
+    parse_duration,
+    parse_time,
+    plan,
+)
+
+try:
+    from zoneinfo import ZoneInfo
+except ImportError:  # Python < 3.9
+    ZoneInfo = None
+
+try:
+    import boto3
+
+    HAS_BOTO3 = True
+except ImportError:
+    HAS_BOTO3 = False
+
+
+def _mtime(path):
+    return datetime.datetime.fromtimestamp(os.stat(path).st_mtime, tz=datetime.timezone.utc)
+
+
+def read_local(path):
+    """Backups of a local set directory."""
+    if not os.path.isdir(path):
+        raise RotateError(f"path {path} is not a directory")
+    backups = []
+    for name in sorted(os.listdir(path)):
+        full = os.path.join(path, name)
+        if not os.path.isdir(full) or name.startswith("."):
+            continue
+        sizes = {
+            f: os.path.getsize(os.path.join(full, f)) for f in os.listdir(full) if os.path.isfile(os.path.join(full, f))
+        }
+        manifest = None
+        if MANIFEST in sizes:
+            try:
+                with open(os.path.join(full, MANIFEST)) as fh:
+                    manifest = json.load(fh)
+            except ValueError:
+                manifest = "unreadable"
+        complete, problem = check_manifest(name, manifest, sizes)
+        moment = parse_time(manifest["time"], f"{full}/{MANIFEST}") if complete else _mtime(full)
+        backups.append(Backup(name, moment, complete, problem))
+    return backups
+
+
+def delete_local(path, ids):
+    for backup_id in ids:
+        shutil.rmtree(os.path.join(path, backup_id))
+
+
+class DeleteError(Exception):
+    """Deleting failed part-way; the message says what was refused."""
+
+
+class S3Set:
+    def __init__(self, client, bucket, prefix):
+        self.client, self.bucket, self.prefix = client, bucket, prefix.strip("/") + "/"
+
+    def _objects(self):
+        token = None
+        while True:
+            kwargs = {"Bucket": self.bucket, "Prefix": self.prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = self.client.list_objects_v2(**kwargs)
+            yield from page.get("Contents", [])
+            if not page.get("IsTruncated"):
+                return
+            token = page["NextContinuationToken"]
+
+    def read(self):
+        groups = {}
+        for obj in self._objects():
+            rest = obj["Key"][len(self.prefix) :]
+            if "/" not in rest:
+                continue  # an object directly under the prefix is not a backup
+            backup_id, name = rest.split("/", 1)
+            groups.setdefault(backup_id, {})[name] = obj
+        backups = []
+        for backup_id, objects in sorted(groups.items()):
+            sizes = {name: obj["Size"] for name, obj in objects.items()}
+            manifest = None
+            if MANIFEST in objects:
+                body = self.client.get_object(Bucket=self.bucket, Key=f"{self.prefix}{backup_id}/{MANIFEST}")["Body"]
+                try:
+                    manifest = json.loads(body.read())
+                except ValueError:
+                    manifest = "unreadable"
+            complete, problem = check_manifest(backup_id, manifest, sizes)
+            if complete:
+                moment = parse_time(manifest["time"], f"s3://{self.bucket}/{self.prefix}{backup_id}/{MANIFEST}")
+            else:
+                moment = max(obj["LastModified"] for obj in objects.values())
+            backups.append(Backup(backup_id, moment, complete, problem))
+        self.groups = groups
+        return backups
+
+    def delete(self, ids):
+        keys = [obj["Key"] for backup_id in ids for obj in self.groups[backup_id].values()]
+        # The manifest of each backup goes first: an interrupted delete leaves an incomplete backup, never a
+        # "complete" one with missing files.
+        keys.sort(key=lambda k: not k.endswith("/" + MANIFEST))
+        for chunk in batched(keys, 1000):
+            answer = self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
+            )
+            errors = answer.get("Errors") or []
+            if errors:
+                raise DeleteError(f"S3 refused to delete {len(errors)} objects, first: {errors[0]}")
+
+
+def run(module, store, now):
+    p = module.params
+    try:
+        tz = ZoneInfo(p["timezone"])
+    except Exception as exc:  # zoneinfo raises several types for a bad key
+        raise RotateError(f"timezone must be an IANA name such as Europe/Berlin or UTC, got {p['timezone']!r}") from exc
+    policy = {k: p[k] for k in ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")}
+    policy["keep_within"] = p["keep_within"]
+    grace = parse_duration(p["grace"], "grace")
+    max_age = parse_duration(p["max_age"], "max_age")
+    backups = store.read()
+    decided = plan(backups, policy, now, tz, grace_seconds=grace, max_age_seconds=max_age, force=p["force"])
+    result = dict(
+        changed=decided.changed,
+        kept=decided.keep,
+        deleted=decided.delete,
+        reasons=decided.reasons,
+        refused=decided.refused,
+        diff=dict(
+            before="".join(f"{b}\n" for b in decided.keep + decided.delete),
+            after="".join(f"{b}\n" for b in decided.keep),
+        ),
+    )
+    if decided.refused:
+        module.warn(decided.refused)
+    if decided.delete and not module.check_mode:
+        store.delete(decided.delete)
+    return result
+
+
+class LocalSet:
+    def __init__(self, path):
+        self.path = path
+
+    def read(self):
+        return read_local(self.path)
+
+    def delete(self, ids):
+        delete_local(self.path, ids)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="path"),
+            s3=dict(
+                type="dict",
+                options=dict(
+                    bucket=dict(type="str", required=True),
+                    prefix=dict(type="str", required=True),
+                    endpoint_url=dict(type="str"),
+                    region=dict(type="str", default="us-east-1"),
+                    access_key=dict(type="str", required=True, no_log=True),
+                    secret_key=dict(type="str", required=True, no_log=True),
+                    validate_certs=dict(type="bool", default=True),
+                ),
+            ),
+            keep_last=dict(type="int"),
+            keep_hourly=dict(type="int"),
+            keep_daily=dict(type="int"),
+            keep_weekly=dict(type="int"),
+            keep_monthly=dict(type="int"),
+            keep_yearly=dict(type="int"),
+            keep_within=dict(type="str"),
+            timezone=dict(type="str", required=True),
+            grace=dict(type="str", default="24h"),
+            max_age=dict(type="str", default="3d"),
+            force=dict(type="bool", default=False),
+        ),
+        mutually_exclusive=[("path", "s3")],
+        required_one_of=[("path", "s3")],
+        supports_check_mode=True,
+    )
+    p = module.params
+    if ZoneInfo is None:
+        module.fail_json(msg="backup_rotate needs Python 3.9 or later (zoneinfo) on the target")
+    try:
+        if p["s3"]:
+            if not HAS_BOTO3:
+                module.fail_json(msg=missing_required_lib("boto3"))
+            s3 = p["s3"]
+            client = boto3.client(
+                "s3",
+                endpoint_url=s3["endpoint_url"],
+                region_name=s3["region"],
+                aws_access_key_id=s3["access_key"],
+                aws_secret_access_key=s3["secret_key"],
+                verify=s3["validate_certs"],
+            )
+            store = S3Set(client, s3["bucket"], s3["prefix"])
+        else:
+            store = LocalSet(p["path"])
+        module.exit_json(**run(module, store, datetime.datetime.now(datetime.timezone.utc)))
+    except RotateError as exc:
+        module.fail_json(msg=f"backup_rotate: {exc}. Nothing was deleted.")
+    except DeleteError as exc:
+        module.fail_json(
+            msg=f"backup_rotate: {exc}; run it again to finish (a half-deleted backup has no manifest "
+            f"left, so it counts as incomplete, never as kept)"
+        )
+    except OSError as exc:
+        module.fail_json(msg=f"backup_rotate: {exc.strerror} on {exc.filename}")
+
+
+if __name__ == "__main__":
+    main()
