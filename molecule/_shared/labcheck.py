@@ -3,6 +3,7 @@
 import os
 import re
 import subprocess
+import time
 
 import testinfra
 import testinfra.utils.ansible_runner
@@ -31,6 +32,16 @@ def playbook(path, *args):
     cmd = ["ansible-playbook", "-i", INVENTORY, os.path.join(SCENARIO_DIR, path), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ), check=False)
     return proc.returncode, proc.stdout + proc.stderr
+
+
+def wait_for(predicate, timeout=60, step=1.0):
+    """Poll predicate() until it is true or timeout seconds passed; returns whether it became true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
 
 
 def recap(output):

@@ -26,13 +26,7 @@ def sql(query):
     return labcheck.host("app-db").check_output(f'sudo -u postgres psql -d app -XAtc "{query}"')
 
 
-def wait_for(predicate, timeout=60, step=1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
+wait_for = labcheck.wait_for
 
 
 def test_release_layout_and_hardened_unit(host):

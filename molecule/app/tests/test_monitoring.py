@@ -27,13 +27,7 @@ def query(expr):
     return api("query", query=expr)
 
 
-def wait_for(predicate, timeout=60, step=2.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
+wait_for = labcheck.wait_for
 
 
 def targets():
