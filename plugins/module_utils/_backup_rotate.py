@@ -20,6 +20,8 @@ decided it:
 from __future__ import annotations
 
 import datetime
+import json
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -228,3 +230,90 @@ def batched(items, size=1000):
     """Lists of at most `size` items (S3 DeleteObjects takes up to 1000 keys a request)."""
     items = list(items)
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+# --- I/O shared by the backup_rotate module and the backup agent (roles/backup) ---------------------------------------
+def _mtime(path):
+    return datetime.datetime.fromtimestamp(os.stat(path).st_mtime, tz=datetime.timezone.utc)
+
+
+def read_local(path):
+    """Backups of a local set directory (one subdirectory per backup; names starting with '.' are work in progress)."""
+    if not os.path.isdir(path):
+        raise RotateError(f"path {path} is not a directory")
+    backups = []
+    for name in sorted(os.listdir(path)):
+        full = os.path.join(path, name)
+        if not os.path.isdir(full) or name.startswith("."):
+            continue
+        sizes = {
+            f: os.path.getsize(os.path.join(full, f)) for f in os.listdir(full) if os.path.isfile(os.path.join(full, f))
+        }
+        manifest = None
+        if MANIFEST in sizes:
+            try:
+                with open(os.path.join(full, MANIFEST)) as fh:
+                    manifest = json.load(fh)
+            except ValueError:
+                manifest = "unreadable"
+        complete, problem = check_manifest(name, manifest, sizes)
+        moment = parse_time(manifest["time"], f"{full}/{MANIFEST}") if complete else _mtime(full)
+        backups.append(Backup(name, moment, complete, problem))
+    return backups
+
+
+class DeleteError(Exception):
+    """Deleting failed part-way; the message says what was refused."""
+
+
+def list_s3(client, bucket, prefix):
+    """Every object under prefix, following the pagination of ListObjectsV2."""
+    token = None
+    while True:
+        kwargs = {"Bucket": bucket, "Prefix": prefix}
+        if token:
+            kwargs["ContinuationToken"] = token
+        page = client.list_objects_v2(**kwargs)
+        yield from page.get("Contents", [])
+        if not page.get("IsTruncated"):
+            return
+        token = page["NextContinuationToken"]
+
+
+def read_s3_set(client, bucket, prefix):
+    """(backups, groups) of the set under prefix ('a/b/'); groups maps each backup id to {file name: object}."""
+    groups = {}
+    for obj in list_s3(client, bucket, prefix):
+        rest = obj["Key"][len(prefix) :]
+        if "/" not in rest:
+            continue  # an object directly under the prefix is not a backup
+        backup_id, name = rest.split("/", 1)
+        groups.setdefault(backup_id, {})[name] = obj
+    backups = []
+    for backup_id, objects in sorted(groups.items()):
+        sizes = {name: obj["Size"] for name, obj in objects.items()}
+        manifest = None
+        if MANIFEST in objects:
+            body = client.get_object(Bucket=bucket, Key=f"{prefix}{backup_id}/{MANIFEST}")["Body"]
+            try:
+                manifest = json.loads(body.read())
+            except ValueError:
+                manifest = "unreadable"
+        complete, problem = check_manifest(backup_id, manifest, sizes)
+        if complete:
+            moment = parse_time(manifest["time"], f"s3://{bucket}/{prefix}{backup_id}/{MANIFEST}")
+        else:
+            moment = max(obj["LastModified"] for obj in objects.values())
+        backups.append(Backup(backup_id, moment, complete, problem))
+    return backups, groups
+
+
+def delete_s3_keys(client, bucket, keys):
+    """Delete keys in batches of 1000, the manifests first: an interrupted delete leaves an incomplete backup, never
+    a "complete" one with missing files."""
+    keys = sorted(keys, key=lambda k: not k.endswith("/" + MANIFEST))
+    for chunk in batched(keys, 1000):
+        answer = client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True})
+        errors = answer.get("Errors") or []
+        if errors:
+            raise DeleteError(f"S3 refused to delete {len(errors)} objects, first: {errors[0]}")

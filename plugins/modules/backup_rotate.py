@@ -156,20 +156,18 @@ refused:
 """
 
 import datetime
-import json
 import os
 import shutil
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.selfhosted.stack.plugins.module_utils._backup_rotate import (
-    MANIFEST,
-    Backup,
+    DeleteError,
     RotateError,
-    batched,
-    check_manifest,
+    delete_s3_keys,
     parse_duration,
-    parse_time,
     plan,
+    read_local,
+    read_s3_set,
 )
 
 try:
@@ -185,99 +183,17 @@ except ImportError:
     HAS_BOTO3 = False
 
 
-def _mtime(path):
-    return datetime.datetime.fromtimestamp(os.stat(path).st_mtime, tz=datetime.timezone.utc)
-
-
-def read_local(path):
-    """Backups of a local set directory."""
-    if not os.path.isdir(path):
-        raise RotateError(f"path {path} is not a directory")
-    backups = []
-    for name in sorted(os.listdir(path)):
-        full = os.path.join(path, name)
-        if not os.path.isdir(full) or name.startswith("."):
-            continue
-        sizes = {
-            f: os.path.getsize(os.path.join(full, f)) for f in os.listdir(full) if os.path.isfile(os.path.join(full, f))
-        }
-        manifest = None
-        if MANIFEST in sizes:
-            try:
-                with open(os.path.join(full, MANIFEST)) as fh:
-                    manifest = json.load(fh)
-            except ValueError:
-                manifest = "unreadable"
-        complete, problem = check_manifest(name, manifest, sizes)
-        moment = parse_time(manifest["time"], f"{full}/{MANIFEST}") if complete else _mtime(full)
-        backups.append(Backup(name, moment, complete, problem))
-    return backups
-
-
-def delete_local(path, ids):
-    for backup_id in ids:
-        shutil.rmtree(os.path.join(path, backup_id))
-
-
-class DeleteError(Exception):
-    """Deleting failed part-way; the message says what was refused."""
-
-
 class S3Set:
     def __init__(self, client, bucket, prefix):
         self.client, self.bucket, self.prefix = client, bucket, prefix.strip("/") + "/"
-
-    def _objects(self):
-        token = None
-        while True:
-            kwargs = {"Bucket": self.bucket, "Prefix": self.prefix}
-            if token:
-                kwargs["ContinuationToken"] = token
-            page = self.client.list_objects_v2(**kwargs)
-            yield from page.get("Contents", [])
-            if not page.get("IsTruncated"):
-                return
-            token = page["NextContinuationToken"]
+        self.groups = {}
 
     def read(self):
-        groups = {}
-        for obj in self._objects():
-            rest = obj["Key"][len(self.prefix) :]
-            if "/" not in rest:
-                continue  # an object directly under the prefix is not a backup
-            backup_id, name = rest.split("/", 1)
-            groups.setdefault(backup_id, {})[name] = obj
-        backups = []
-        for backup_id, objects in sorted(groups.items()):
-            sizes = {name: obj["Size"] for name, obj in objects.items()}
-            manifest = None
-            if MANIFEST in objects:
-                body = self.client.get_object(Bucket=self.bucket, Key=f"{self.prefix}{backup_id}/{MANIFEST}")["Body"]
-                try:
-                    manifest = json.loads(body.read())
-                except ValueError:
-                    manifest = "unreadable"
-            complete, problem = check_manifest(backup_id, manifest, sizes)
-            if complete:
-                moment = parse_time(manifest["time"], f"s3://{self.bucket}/{self.prefix}{backup_id}/{MANIFEST}")
-            else:
-                moment = max(obj["LastModified"] for obj in objects.values())
-            backups.append(Backup(backup_id, moment, complete, problem))
-        self.groups = groups
+        backups, self.groups = read_s3_set(self.client, self.bucket, self.prefix)
         return backups
 
     def delete(self, ids):
-        keys = [obj["Key"] for backup_id in ids for obj in self.groups[backup_id].values()]
-        # The manifest of each backup goes first: an interrupted delete leaves an incomplete backup, never a
-        # "complete" one with missing files.
-        keys.sort(key=lambda k: not k.endswith("/" + MANIFEST))
-        for chunk in batched(keys, 1000):
-            answer = self.client.delete_objects(
-                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
-            )
-            errors = answer.get("Errors") or []
-            if errors:
-                raise DeleteError(f"S3 refused to delete {len(errors)} objects, first: {errors[0]}")
+        delete_s3_keys(self.client, self.bucket, [obj["Key"] for bid in ids for obj in self.groups[bid].values()])
 
 
 def run(module, store, now):
@@ -318,7 +234,8 @@ class LocalSet:
         return read_local(self.path)
 
     def delete(self, ids):
-        delete_local(self.path, ids)
+        for backup_id in ids:
+            shutil.rmtree(os.path.join(self.path, backup_id))
 
 
 def main():

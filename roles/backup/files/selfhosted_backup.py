@@ -1,0 +1,759 @@
+# Copyright: selfhosted.stack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""selfhosted-backup: the backup agent the backup role installs (run by a systemd timer and on demand).
+
+  selfhosted-backup run [SET ...] [--databases DB ...]   back up, verify, upload, rotate
+  selfhosted-backup list SET [--source s3|local]           the backups of a set, newest first (JSON)
+  selfhosted-backup restore --database DB --target DB [--backup ID] [--source s3|local] [--force]
+  selfhosted-backup drill [--source s3|local]              restore into a scratch database, smoke queries, drop
+
+A backup is one directory (local) or key prefix (S3) named by its id (UTC time, 20261125T021500Z) holding its
+files and manifest.json, which is written last: a backup without a manifest is incomplete and never counts.
+Settings come from /etc/selfhosted/backup.json (written by the role, mode 0600). Metrics go to the node
+exporter's textfile directory. Every decision that does not touch the host is a pure function below, unit-tested
+in tests/unit/roles/test_backup_agent.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+# The retention planner is installed beside this file.
+from _backup_rotate import (  # pylint: disable=wrong-import-position
+    MANIFEST,
+    RotateError,
+    parse_duration,
+    parse_time,
+    plan,
+)
+
+CONFIG = "/etc/selfhosted/backup.json"
+STATE = "/var/lib/selfhosted/backup-state.json"
+LOCK = "/run/lock/selfhosted-backup.lock"
+CHUNK = 1024 * 1024
+ID_FORMAT = "%Y%m%dT%H%M%SZ"
+
+
+class BackupError(Exception):
+    """A step failed; the message says which and why."""
+
+
+# --- pure helpers --------------------------------------------------------------------------------------------------
+def backup_id(moment):
+    """The id of a backup taken at `moment` (aware datetime): its UTC time, sortable."""
+    return moment.astimezone(datetime.timezone.utc).strftime(ID_FORMAT)
+
+
+def id_time(bid):
+    """The time of a backup id made by backup_id(), or None for any other name."""
+    try:
+        return datetime.datetime.strptime(bid, ID_FORMAT).replace(tzinfo=datetime.timezone.utc)
+    except ValueError:
+        return None
+
+
+def build_manifest(bid, set_name, kind, host, moment, files, tools, extra=None):
+    """The manifest of a complete backup. files: [{"name", "size", "sha256", ...}]."""
+    out = {
+        "id": bid,
+        "set": set_name,
+        "kind": kind,
+        "host": host,
+        "time": moment.astimezone(datetime.timezone.utc).isoformat(),
+        "files": sorted(files, key=lambda f: f["name"]),
+        "tools": tools,
+        "total_size": sum(f["size"] for f in files),
+    }
+    out.update(extra or {})
+    return out
+
+
+def dump_problems(size, listing_lines, min_size):
+    """Why a custom-format dump does not count (empty list = it counts): size sane and pg_restore --list read a TOC."""
+    problems = []
+    if size < min_size:
+        problems.append(f"the dump has {size} bytes, fewer than the minimum of {min_size}")
+    if not any(line.startswith(";") for line in listing_lines) or not any(
+        line and not line.startswith(";") for line in listing_lines
+    ):
+        problems.append("pg_restore --list shows no table of contents")
+    return problems
+
+
+def redis_save_done(info, started_after):
+    """(done, error) from Redis INFO persistence fields after a BGSAVE requested at `started_after` (epoch s)."""
+    if info.get("rdb_bgsave_in_progress") == "1":
+        return False, ""
+    if int(info.get("rdb_last_save_time", "0")) < started_after:
+        return False, ""
+    if info.get("rdb_last_bgsave_status") != "ok":
+        return True, f"BGSAVE finished with status {info.get('rdb_last_bgsave_status')!r}"
+    return True, ""
+
+
+def parse_info(text):
+    out = {}
+    for line in text.splitlines():
+        if ":" in line and not line.startswith("#"):
+            key, value = line.split(":", 1)
+            out[key.strip()] = value.strip()
+    return out
+
+
+def metric_lines(name, help_text, kind, samples):
+    """Prometheus text format for one metric. samples: [(labels dict, value)]."""
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+    for labels, value in samples:
+        label_text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        text = str(int(value)) if float(value).is_integer() else repr(float(value))
+        lines.append(f"{name}{{{label_text}}} {text}" if label_text else f"{name} {text}")
+    return lines
+
+
+BACKUP_METRICS = (
+    ("last_success_timestamp_seconds", "Time of the last backup of the set that completed and was verified.", "gauge"),
+    ("last_run_timestamp_seconds", "Time of the last backup attempt.", "gauge"),
+    ("last_run_success", "1 when the last backup attempt succeeded, else 0.", "gauge"),
+    ("duration_seconds", "Duration of the last successful backup (dump, verify, upload).", "gauge"),
+    ("size_bytes", "Total size of the files of the last successful backup.", "gauge"),
+    ("failures_total", "Backup attempts that failed since the agent was installed.", "counter"),
+)
+DRILL_METRICS = (
+    ("last_success", "1 when the last restore drill of the set succeeded, else 0.", "gauge"),
+    ("last_run_timestamp_seconds", "Time of the last restore drill.", "gauge"),
+    ("last_success_timestamp_seconds", "Time of the last restore drill that succeeded.", "gauge"),
+    ("duration_seconds", "Time to restore in the last drill (RTO achieved).", "gauge"),
+    ("backup_age_seconds", "Age of the backup restored in the last drill when it started (RPO achieved).", "gauge"),
+)
+
+
+def render_metrics(state):
+    """The textfile of the agent from its state: {"backup": {set: {...}}, "drill": {set: {...}}}."""
+    lines = []
+    for prefix, section, metrics in (
+        ("selfhosted_backup_", "backup", BACKUP_METRICS),
+        ("selfhosted_restore_drill_", "drill", DRILL_METRICS),
+    ):
+        sets = state.get(section, {})
+        for key, help_text, kind in metrics:
+            samples = [({"set": s}, sets[s][key]) for s in sorted(sets) if key in sets[s]]
+            if samples:
+                lines += metric_lines(prefix + key, help_text, kind, samples)
+    return "\n".join(lines) + "\n"
+
+
+def newest_complete(backups):
+    """The newest complete backup (a Backup) or None."""
+    complete = [b for b in backups if b.complete]
+    return max(complete, key=lambda b: (b.time, b.id)) if complete else None
+
+
+def object_key(prefix, *parts):
+    return "/".join(p.strip("/") for p in (prefix, *parts) if p.strip("/"))
+
+
+# --- settings and state ---------------------------------------------------------------------------------------------
+def load_json(path, default=None):
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        if default is not None:
+            return default
+        raise
+
+
+def write_atomic(path, text, mode=0o644):
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def save_state(cfg, state):
+    write_atomic(STATE, json.dumps(state, indent=2, sort_keys=True) + "\n", 0o600)
+    textfile_dir = cfg.get("textfile_dir")
+    if textfile_dir and os.path.isdir(textfile_dir):
+        write_atomic(os.path.join(textfile_dir, "selfhosted_backup.prom"), render_metrics(state))
+
+
+def log(message):
+    print(message, flush=True)
+
+
+# --- running tools --------------------------------------------------------------------------------------------------
+def run_cmd(argv, user=None, **kwargs):
+    if user:
+        argv = ["runuser", "-u", user, "--", *argv]
+    return subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)
+
+
+def tool_version(argv):
+    proc = run_cmd(argv)
+    return (proc.stdout or proc.stderr).strip().splitlines()[0] if proc.returncode == 0 else "unknown"
+
+
+def stream_to_file(argv, dest, user=None):
+    """Run argv with stdout to dest, hashing as it goes (memory stays at one chunk). Returns (size, sha256)."""
+    if user:
+        argv = ["runuser", "-u", user, "--", *argv]
+    digest, size = hashlib.sha256(), 0
+    with open(dest, "wb") as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err)
+        for block in iter(lambda: proc.stdout.read(CHUNK), b""):
+            out.write(block)
+            digest.update(block)
+            size += len(block)
+        proc.stdout.close()
+        rc = proc.wait()
+        err.seek(0)
+        message = err.read().decode(errors="replace").strip()
+    if rc != 0:
+        raise BackupError(f"{argv[-1] if not user else ' '.join(argv[3:])} failed (exit {rc}): {message[-2000:]}")
+    return size, digest.hexdigest()
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --- PostgreSQL -----------------------------------------------------------------------------------------------------
+def pg_args(cfg):
+    pg = cfg["sets"]["postgresql"]
+    return ["-p", str(pg.get("port", 5432))]
+
+
+def backup_postgresql(cfg, work_dir, databases=None):
+    pg = cfg["sets"]["postgresql"]
+    databases = databases or pg["databases"]
+    files, owners = [], {}
+    for db in databases:
+        name = f"{db}.dump"
+        dest = os.path.join(work_dir, name)
+        argv = ["pg_dump", *pg_args(cfg), "--format=custom", f"--compress={pg.get('compress', 6)}"]
+        argv += [f"--lock-wait-timeout={pg.get('lock_wait_timeout', '5min')}", "--dbname", db]
+        size, sha = stream_to_file(argv, dest, user="postgres")
+        listing = run_cmd(["pg_restore", "--list", dest])
+        if listing.returncode != 0:
+            raise BackupError(f"pg_restore --list cannot read the dump of {db}: {listing.stderr.strip()[-1000:]}")
+        problems = dump_problems(size, listing.stdout.splitlines(), int(pg.get("min_size", 1024)))
+        if problems:
+            raise BackupError(f"the dump of {db} does not count: {'; '.join(problems)}")
+        owners[db] = psql(cfg, "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = :'name'", name=db)
+        files.append({"name": name, "size": size, "sha256": sha, "database": db, "format": "custom"})
+        log(f"postgresql: {db} dumped and verified, {size} bytes")
+    globals_file = os.path.join(work_dir, "globals.sql")
+    size, sha = stream_to_file(["pg_dumpall", *pg_args(cfg), "--globals-only"], globals_file, user="postgres")
+    files.append({"name": "globals.sql", "size": size, "sha256": sha, "format": "sql"})
+    tools = {"pg_dump": tool_version(["pg_dump", "--version"])}
+    tools["server"] = psql(cfg, "SHOW server_version")
+    return files, tools, {"databases": databases, "owners": owners}
+
+
+# --- Redis ----------------------------------------------------------------------------------------------------------
+def redis_cli(cfg, *args):
+    rd = cfg["sets"]["redis"]
+    env = dict(os.environ, REDISCLI_AUTH=rd.get("password", ""))
+    argv = ["redis-cli", "--no-auth-warning", "-h", rd.get("host", "127.0.0.1"), "-p", str(rd.get("port", 6379))]
+    if rd.get("user"):
+        argv += ["--user", rd["user"]]
+    proc = run_cmd([*argv, *args], env=env)
+    if proc.returncode != 0 or proc.stdout.startswith(("ERR", "NOAUTH", "WRONGPASS", "NOPERM")):
+        raise BackupError(f"redis-cli {' '.join(args)} failed: {(proc.stdout + proc.stderr).strip()[-500:]}")
+    return proc.stdout
+
+
+def backup_redis(cfg, work_dir):
+    rd = cfg["sets"]["redis"]
+    info = parse_info(redis_cli(cfg, "INFO", "persistence"))
+    if info.get("rdb_bgsave_in_progress") == "1":
+        log("redis: a BGSAVE is already running; waiting for it, then starting ours")
+    started = int(time.time())
+    deadline = time.monotonic() + float(rd.get("save_timeout", 600))
+    requested = False
+    while True:
+        if not requested:
+            answer = redis_cli(cfg, "BGSAVE")
+            requested = "Background saving started" in answer or "scheduled" in answer
+        done, error = redis_save_done(parse_info(redis_cli(cfg, "INFO", "persistence")), started)
+        if requested and done:
+            if error:
+                raise BackupError(f"redis: {error}")
+            break
+        if time.monotonic() > deadline:
+            raise BackupError(f"redis: the snapshot did not finish within {rd.get('save_timeout', 600)} s")
+        time.sleep(0.5)
+    rdb = rd.get("rdb_path", "/var/lib/redis/dump.rdb")
+    dest = os.path.join(work_dir, "dump.rdb")
+    # Redis writes a new snapshot to a temporary file and renames it: the file opened here stays consistent.
+    digest, size = hashlib.sha256(), 0
+    with open(rdb, "rb") as src, open(dest, "wb") as out:
+        for block in iter(lambda: src.read(CHUNK), b""):
+            out.write(block)
+            digest.update(block)
+            size += len(block)
+    check = run_cmd(["redis-check-rdb", dest])
+    if check.returncode != 0 or "RDB looks OK" not in check.stdout + check.stderr:
+        raise BackupError(f"redis-check-rdb rejects the snapshot: {(check.stdout + check.stderr).strip()[-500:]}")
+    log(f"redis: snapshot taken and verified, {size} bytes")
+    tools = {"redis-server": parse_info(redis_cli(cfg, "INFO", "server")).get("redis_version", "unknown")}
+    return [{"name": "dump.rdb", "size": size, "sha256": digest.hexdigest(), "format": "rdb"}], tools, {}
+
+
+# --- S3 -------------------------------------------------------------------------------------------------------------
+def s3_client(cfg):
+    import boto3  # pylint: disable=import-outside-toplevel
+    from botocore.config import Config  # pylint: disable=import-outside-toplevel
+
+    s3 = cfg["s3"]
+    return boto3.client(
+        "s3",
+        endpoint_url=s3.get("endpoint_url") or None,
+        region_name=s3.get("region", "us-east-1"),
+        aws_access_key_id=s3["access_key"],
+        aws_secret_access_key=s3["secret_key"],
+        verify=s3.get("validate_certs", True),
+        config=Config(retries={"max_attempts": int(s3.get("max_attempts", 3)), "mode": "standard"}),
+    )
+
+
+class Throttled:
+    """A read-only file wrapper that keeps reads under max_bytes_per_second (0 = unlimited)."""
+
+    def __init__(self, fh, max_bytes_per_second):
+        self.fh, self.rate, self.start, self.count = fh, max_bytes_per_second, time.monotonic(), 0
+
+    def read(self, size=-1):
+        data = self.fh.read(size)
+        self.count += len(data)
+        if self.rate:
+            ahead = self.count / self.rate - (time.monotonic() - self.start)
+            if ahead > 0:
+                time.sleep(ahead)
+        return data
+
+
+def upload_backup(cfg, client, set_name, bid, work_dir, manifest):
+    from boto3.s3.transfer import TransferConfig  # pylint: disable=import-outside-toplevel
+
+    s3 = cfg["s3"]
+    prefix = object_key(s3.get("prefix", ""), cfg["host"], set_name, bid)
+    transfer = TransferConfig(
+        multipart_threshold=int(s3.get("multipart_chunk_mb", 64)) * CHUNK,
+        multipart_chunksize=int(s3.get("multipart_chunk_mb", 64)) * CHUNK,
+        max_concurrency=int(s3.get("max_concurrency", 2)),
+        use_threads=int(s3.get("max_concurrency", 2)) > 1,
+    )
+    extra = {}
+    if s3.get("sse"):
+        extra["ServerSideEncryption"] = s3["sse"]
+        if s3.get("sse_kms_key_id"):
+            extra["SSEKMSKeyId"] = s3["sse_kms_key_id"]
+    rate = int(float(s3.get("max_bandwidth_mbps", 0)) * 125000)
+    for entry in manifest["files"]:
+        key = f"{prefix}/{entry['name']}"
+        with open(os.path.join(work_dir, entry["name"]), "rb") as fh:
+            client.upload_fileobj(
+                Throttled(fh, rate),
+                s3["bucket"],
+                key,
+                ExtraArgs={**extra, "Metadata": {"sha256": entry["sha256"]}},
+                Config=transfer,
+            )
+        log(f"{set_name}: uploaded s3://{s3['bucket']}/{key}")
+    # The manifest last: only now does the backup count.
+    client.put_object(
+        Bucket=s3["bucket"],
+        Key=f"{prefix}/{MANIFEST}",
+        Body=json.dumps(manifest, indent=2).encode(),
+        ContentType="application/json",
+        **extra,
+    )
+    log(f"{set_name}: manifest uploaded, backup {bid} complete on S3")
+
+
+class S3Set:
+    """The backups of one set under an S3 prefix (list, read manifests, delete in batches of 1000)."""
+
+    def __init__(self, client, bucket, prefix):
+        self.client, self.bucket, self.prefix = client, bucket, prefix.strip("/") + "/"
+        self.groups = {}
+
+    def read(self):
+        from _backup_rotate import read_s3_set  # pylint: disable=import-outside-toplevel
+
+        backups, self.groups = read_s3_set(self.client, self.bucket, self.prefix)
+        return backups
+
+    def manifest(self, bid):
+        body = self.client.get_object(Bucket=self.bucket, Key=f"{self.prefix}{bid}/{MANIFEST}")["Body"]
+        return json.loads(body.read())
+
+    def fetch(self, bid, name, dest):
+        self.client.download_file(self.bucket, f"{self.prefix}{bid}/{name}", dest)
+
+    def delete(self, ids):
+        from _backup_rotate import delete_s3_keys  # pylint: disable=import-outside-toplevel
+
+        delete_s3_keys(self.client, self.bucket, [o["Key"] for bid in ids for o in self.groups[bid].values()])
+
+
+class LocalSet:
+    def __init__(self, path):
+        self.path = path
+
+    def read(self):
+        from _backup_rotate import read_local  # pylint: disable=import-outside-toplevel
+
+        os.makedirs(self.path, mode=0o700, exist_ok=True)
+        return read_local(self.path)
+
+    def manifest(self, bid):
+        return load_json(os.path.join(self.path, bid, MANIFEST))
+
+    def fetch(self, bid, name, dest):
+        shutil.copyfile(os.path.join(self.path, bid, name), dest)
+
+    def delete(self, ids):
+        for bid in ids:
+            shutil.rmtree(os.path.join(self.path, bid))
+
+
+def store_for(cfg, set_name, source):
+    if source == "s3":
+        if not cfg.get("s3"):
+            raise BackupError("no S3 storage is configured (backup_s3 is empty); use --source local")
+        s3 = cfg["s3"]
+        return S3Set(s3_client(cfg), s3["bucket"], object_key(s3.get("prefix", ""), cfg["host"], set_name))
+    return LocalSet(os.path.join(cfg["local_dir"], set_name))
+
+
+def rotate(cfg, set_name, store, policy, where):
+    from zoneinfo import ZoneInfo  # pylint: disable=import-outside-toplevel
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    decided = plan(
+        store.read(),
+        {k: v for k, v in policy.items() if k.startswith("keep_")},
+        now,
+        ZoneInfo(cfg.get("timezone", "UTC")),
+        grace_seconds=parse_duration(policy.get("grace", "24h"), "grace"),
+        max_age_seconds=parse_duration(policy.get("max_age", "3d"), "max_age"),
+    )
+    if decided.refused:
+        log(f"{set_name} ({where}): rotation refused: {decided.refused}")
+    if decided.delete:
+        store.delete(decided.delete)
+    log(f"{set_name} ({where}): kept {len(decided.keep)}, deleted {len(decided.delete)}")
+
+
+# --- commands -------------------------------------------------------------------------------------------------------
+def backup_set(cfg, set_name, databases=None):
+    kind = cfg["sets"][set_name]["kind"]
+    local = os.path.join(cfg["local_dir"], set_name)
+    os.makedirs(local, mode=0o700, exist_ok=True)
+    started = datetime.datetime.now(datetime.timezone.utc)
+    bid = backup_id(started)
+    work_dir = os.path.join(local, f".partial-{bid}")
+    os.makedirs(work_dir, mode=0o700)
+    clock = time.monotonic()
+    try:
+        if kind == "postgresql":
+            files, tools, extra = backup_postgresql(cfg, work_dir, databases)
+        else:
+            files, tools, extra = backup_redis(cfg, work_dir)
+        manifest = build_manifest(bid, set_name, kind, cfg["host"], started, files, tools, extra)
+        if cfg.get("s3"):
+            upload_backup(cfg, s3_client(cfg), set_name, bid, work_dir, manifest)
+        write_atomic(os.path.join(work_dir, MANIFEST), json.dumps(manifest, indent=2) + "\n", 0o600)
+        os.replace(work_dir, os.path.join(local, bid))
+    except BaseException:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        raise
+    return manifest, time.monotonic() - clock
+
+
+def cmd_run(cfg, args):
+    state = load_json(STATE, {})
+    sets = args.sets or sorted(cfg["sets"])
+    unknown = set(sets) - set(cfg["sets"])
+    if unknown:
+        raise BackupError(f"unknown backup sets {sorted(unknown)}; this host has {sorted(cfg['sets'])}")
+    failed = []
+    for set_name in sets:
+        entry = state.setdefault("backup", {}).setdefault(set_name, {"failures_total": 0})
+        entry["last_run_timestamp_seconds"] = time.time()
+        try:
+            manifest, duration = backup_set(cfg, set_name, args.databases if set_name == "postgresql" else None)
+        except Exception as exc:  # every failure is reported and counted
+            entry["failures_total"] = entry.get("failures_total", 0) + 1
+            entry["last_run_success"] = 0
+            save_state(cfg, state)
+            log(f"{set_name}: BACKUP FAILED: {exc}")
+            failed.append(set_name)
+            continue
+        entry.update(
+            last_run_success=1,
+            last_success_timestamp_seconds=time.time(),
+            duration_seconds=round(duration, 3),
+            size_bytes=manifest["total_size"],
+            last_id=manifest["id"],
+        )
+        save_state(cfg, state)
+        log(f"{set_name}: backup {manifest['id']} complete ({manifest['total_size']} bytes in {duration:.1f} s)")
+        if not args.no_rotate:
+            # Rotation only after a success: a failed backup never causes a deletion.
+            rotate(cfg, set_name, LocalSet(os.path.join(cfg["local_dir"], set_name)), cfg["local_retention"], "local")
+            if cfg.get("s3"):
+                rotate(cfg, set_name, store_for(cfg, set_name, "s3"), cfg["retention"], "s3")
+    if failed:
+        raise BackupError(f"backup failed for {', '.join(failed)}")
+
+
+def cmd_list(cfg, args):
+    store = store_for(cfg, args.set, args.source)
+    backups = sorted(store.read(), key=lambda b: (b.time, b.id), reverse=True)
+    out = [{"id": b.id, "time": b.time.isoformat(), "complete": b.complete, "problem": b.problem} for b in backups]
+    print(json.dumps(out, indent=2))
+
+
+def fetch_verified(store, bid, manifest, names, dest_dir):
+    """Copy the named files of a backup to dest_dir and check each against the manifest's SHA-256."""
+    by_name = {f["name"]: f for f in manifest["files"]}
+    paths = {}
+    for name in names:
+        if name not in by_name:
+            raise BackupError(f"backup {bid} has no file {name}; it has {sorted(by_name)}")
+        dest = os.path.join(dest_dir, name)
+        store.fetch(bid, name, dest)
+        actual = file_sha256(dest)
+        if actual != by_name[name]["sha256"]:
+            expected = by_name[name]["sha256"]
+            raise BackupError(f"{name} of backup {bid} has SHA-256 {actual}, the manifest says {expected}")
+        paths[name] = dest
+    return paths
+
+
+def choose_backup(store, wanted=None):
+    backups = store.read()
+    if wanted:
+        match = [b for b in backups if b.id == wanted]
+        if not match:
+            raise BackupError(f"no backup {wanted} in this set")
+        if not match[0].complete:
+            raise BackupError(f"backup {wanted} is incomplete ({match[0].problem}); choose a complete one")
+        return match[0]
+    best = newest_complete(backups)
+    if best is None:
+        raise BackupError("the set has no complete backup")
+    return best
+
+
+def psql(cfg, sql, db="postgres", **variables):
+    """Run one statement as postgres; values go in as psql variables (:'name'), never pasted into the SQL."""
+    argv = ["psql", *pg_args(cfg), "-XAtq", "-v", "ON_ERROR_STOP=1", "-d", db]
+    for key, value in variables.items():
+        argv += ["-v", f"{key}={value}"]
+    proc = run_cmd(argv, user="postgres", input=sql + "\n")
+    if proc.returncode != 0:
+        raise BackupError(f"psql on {db}: {proc.stderr.strip()[-1000:]}")
+    return proc.stdout.strip()
+
+
+def quote_ident(name):
+    return '"' + name.replace('"', '""') + '"'
+
+
+def database_exists(cfg, db):
+    return psql(cfg, "SELECT 1 FROM pg_database WHERE datname = :'name'", name=db) == "1"
+
+
+def user_relations(cfg, db):
+    return int(
+        psql(
+            cfg,
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+            "AND n.nspname NOT LIKE 'pg_toast%'",
+            db,
+        )
+    )
+
+
+def restore_database(cfg, store, bid, manifest, database, target, force=False):
+    """Restore `database` of backup `bid` into `target`. Refuses a non-empty target unless force."""
+    if database not in manifest.get("databases", []):
+        raise BackupError(f"backup {bid} has no database {database}; it has {manifest.get('databases', [])}")
+    owner = manifest.get("owners", {}).get(database) or "postgres"
+    if database_exists(cfg, target):
+        relations = user_relations(cfg, target)
+        if relations and not force:
+            raise BackupError(
+                f"database {target} is not empty ({relations} tables, views or sequences): restore into an empty or "
+                "new database, or pass --force (restore_force=true) to replace its contents"
+            )
+    with tempfile.TemporaryDirectory(prefix="selfhosted-restore-", dir=cfg["local_dir"]) as tmp:
+        paths = fetch_verified(store, bid, manifest, [f"{database}.dump"], tmp)
+        if not database_exists(cfg, target):
+            psql(cfg, f"CREATE DATABASE {quote_ident(target)} OWNER {quote_ident(owner)}")
+        argv = ["pg_restore", *pg_args(cfg), "--dbname", target, "--exit-on-error", "--single-transaction"]
+        if force:
+            argv += ["--clean", "--if-exists"]
+        with open(paths[f"{database}.dump"], "rb") as dump:  # on stdin: pg_restore runs as postgres
+            proc = subprocess.run(
+                ["runuser", "-u", "postgres", "--", *argv], stdin=dump, capture_output=True, text=True, check=False
+            )
+        if proc.returncode != 0:
+            raise BackupError(f"pg_restore into {target} failed: {proc.stderr.strip()[-2000:]}")
+
+
+def cmd_restore(cfg, args):
+    store = store_for(cfg, "postgresql", args.source)
+    chosen = choose_backup(store, args.backup)
+    manifest = store.manifest(chosen.id)
+    clock = time.monotonic()
+    restore_database(cfg, store, chosen.id, manifest, args.database, args.target or args.database, args.force)
+    print(
+        json.dumps(
+            {
+                "backup": chosen.id,
+                "backup_time": manifest["time"],
+                "database": args.database,
+                "target": args.target or args.database,
+                "seconds": round(time.monotonic() - clock, 3),
+            }
+        )
+    )
+
+
+def smoke_value(output, query):
+    try:
+        return float(output.strip().splitlines()[0]) if output.strip() else None
+    except ValueError as exc:
+        raise BackupError(f"smoke query {query['sql']!r} must return one number, got {output.strip()[:200]!r}") from exc
+
+
+def cmd_drill(cfg, args):
+    state = load_json(STATE, {})
+    entry = state.setdefault("drill", {}).setdefault("postgresql", {})
+    started = time.time()
+    entry["last_run_timestamp_seconds"] = started
+    drill = cfg.get("drill", {})
+    results = []
+    try:
+        store = store_for(cfg, "postgresql", args.source or ("s3" if cfg.get("s3") else "local"))
+        chosen = choose_backup(store)
+        manifest = store.manifest(chosen.id)
+        age = started - parse_time(manifest["time"], chosen.id).timestamp()
+        clock = time.monotonic()
+        for db in manifest.get("databases", []):
+            scratch = f"{drill.get('scratch_prefix', 'restore_drill_')}{db}"
+            try:
+                if database_exists(cfg, scratch):
+                    psql(cfg, f"DROP DATABASE {quote_ident(scratch)} WITH (FORCE)")
+                restore_database(cfg, store, chosen.id, manifest, db, scratch)
+                for query in [q for q in drill.get("queries", []) if q.get("database", db) == db]:
+                    value = smoke_value(psql(cfg, query["sql"], scratch), query)
+                    if value is None or value < float(query.get("min", 0)):
+                        raise BackupError(
+                            f"smoke query {query['sql']!r} on the restored {db} returned {value}, "
+                            f"less than {query.get('min', 0)}"
+                        )
+                    results.append({"database": db, "sql": query["sql"], "value": value})
+            finally:
+                if database_exists(cfg, scratch):
+                    psql(cfg, f"DROP DATABASE {quote_ident(scratch)} WITH (FORCE)")
+        duration = time.monotonic() - clock
+    except Exception as exc:  # a failed drill is a result, recorded as a metric
+        entry["last_success"] = 0
+        save_state(cfg, state)
+        raise BackupError(f"restore drill FAILED: {exc}") from exc
+    entry.update(
+        last_success=1,
+        last_success_timestamp_seconds=time.time(),
+        duration_seconds=round(duration, 3),
+        backup_age_seconds=round(age, 1),
+    )
+    save_state(cfg, state)
+    report = {"backup": chosen.id, "rto_seconds": round(duration, 3), "rpo_seconds": round(age, 1), "queries": results}
+    print(json.dumps(report))
+
+
+def cmd_init(cfg, args):  # pylint: disable=unused-argument
+    """First metrics of a new host: counts the install time as the last success, so BackupTooOld fires when the
+    timer never runs."""
+    state = load_json(STATE, {})
+    now = time.time()
+    for set_name in cfg["sets"]:
+        state.setdefault("backup", {}).setdefault(
+            set_name, {"failures_total": 0, "last_success_timestamp_seconds": now, "size_bytes": 0}
+        )
+    save_state(cfg, state)
+
+
+def parser():
+    top = argparse.ArgumentParser(prog="selfhosted-backup", description=__doc__.split("\n\n", maxsplit=1)[0])
+    top.add_argument("--config", default=CONFIG)
+    sub = top.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="back up, verify, upload, rotate")
+    run.add_argument("sets", nargs="*")
+    run.add_argument("--databases", nargs="+", help="only these PostgreSQL databases")
+    run.add_argument("--no-rotate", action="store_true")
+    lst = sub.add_parser("list", help="the backups of a set")
+    lst.add_argument("set")
+    lst.add_argument("--source", choices=["s3", "local"], default="local")
+    rst = sub.add_parser("restore", help="restore a PostgreSQL database")
+    rst.add_argument("--database", required=True)
+    rst.add_argument("--target")
+    rst.add_argument("--backup")
+    rst.add_argument("--source", choices=["s3", "local"], default="local")
+    rst.add_argument("--force", action="store_true")
+    drl = sub.add_parser("drill", help="restore drill into a scratch database")
+    drl.add_argument("--source", choices=["s3", "local"])
+    sub.add_parser("init", help="first metrics of a new host")
+    return top
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    cfg = load_json(args.config)
+    cfg.setdefault("host", socket.gethostname())
+    handlers = {"run": cmd_run, "list": cmd_list, "restore": cmd_restore, "drill": cmd_drill, "init": cmd_init}
+    try:
+        with contextlib.suppress(BrokenPipeError), open(LOCK, "w") as lock:
+            if args.command != "list":
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    log("another selfhosted-backup run is in progress; waiting for it")
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+            handlers[args.command](cfg, args)
+    except (BackupError, RotateError) as exc:
+        print(f"selfhosted-backup: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
