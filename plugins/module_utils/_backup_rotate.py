@@ -41,6 +41,7 @@ class Backup:
     time: datetime.datetime
     complete: bool = True
     problem: str = ""  # why it is incomplete
+    verified: bool = True  # False: complete judged from the listing alone (see read_s3_set), manifest not read yet
 
 
 @dataclass
@@ -195,6 +196,7 @@ def plan(backups, policy, now, tz, grace_seconds=86400, max_age_seconds=None, fo
 # [{"name", "size", "sha256"}], "tools": {...}}. A backup without a readable manifest, or whose files do not match
 # it, is incomplete.
 MANIFEST = "manifest.json"
+BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z$")
 
 
 def parse_time(text, where):
@@ -280,8 +282,37 @@ def list_s3(client, bucket, prefix):
         token = page["NextContinuationToken"]
 
 
-def read_s3_set(client, bucket, prefix):
-    """(backups, groups) of the set under prefix ('a/b/'); groups maps each backup id to {file name: object}."""
+def id_time(backup_id):
+    """The time of an id the backup role writes (the backup's UTC time, 20261125T021500Z), or None."""
+    if not BACKUP_ID.match(backup_id):
+        return None
+    return datetime.datetime.strptime(backup_id, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
+
+
+def read_s3_backup(client, bucket, prefix, backup_id, objects):
+    """One backup, its manifest read and checked against the listed objects."""
+    sizes = {name: obj["Size"] for name, obj in objects.items()}
+    manifest = None
+    if MANIFEST in objects:
+        body = client.get_object(Bucket=bucket, Key=f"{prefix}{backup_id}/{MANIFEST}")["Body"]
+        try:
+            manifest = json.loads(body.read())
+        except ValueError:
+            manifest = "unreadable"
+    complete, problem = check_manifest(backup_id, manifest, sizes)
+    if complete:
+        moment = parse_time(manifest["time"], f"s3://{bucket}/{prefix}{backup_id}/{MANIFEST}")
+    else:
+        moment = max(obj["LastModified"] for obj in objects.values())
+    return Backup(backup_id, moment, complete, problem)
+
+
+def read_s3_set(client, bucket, prefix, lazy=False):
+    """(backups, groups) of the set under prefix ('a/b/'); groups maps each backup id to {file name: object}.
+
+    lazy: a backup whose id is its time and whose manifest is listed counts as complete from the listing alone
+    (verified=False); plan_verified() reads the manifests of those it would keep. One GET per kept backup instead of
+    one per backup: the listing is the cost of a rotation, not the size of the set."""
     groups = {}
     for obj in list_s3(client, bucket, prefix):
         rest = obj["Key"][len(prefix) :]
@@ -291,21 +322,25 @@ def read_s3_set(client, bucket, prefix):
         groups.setdefault(backup_id, {})[name] = obj
     backups = []
     for backup_id, objects in sorted(groups.items()):
-        sizes = {name: obj["Size"] for name, obj in objects.items()}
-        manifest = None
-        if MANIFEST in objects:
-            body = client.get_object(Bucket=bucket, Key=f"{prefix}{backup_id}/{MANIFEST}")["Body"]
-            try:
-                manifest = json.loads(body.read())
-            except ValueError:
-                manifest = "unreadable"
-        complete, problem = check_manifest(backup_id, manifest, sizes)
-        if complete:
-            moment = parse_time(manifest["time"], f"s3://{bucket}/{prefix}{backup_id}/{MANIFEST}")
+        moment = id_time(backup_id) if lazy and MANIFEST in objects else None
+        if moment is not None:
+            backups.append(Backup(backup_id, moment, True, "", verified=False))
         else:
-            moment = max(obj["LastModified"] for obj in objects.values())
-        backups.append(Backup(backup_id, moment, complete, problem))
+            backups.append(read_s3_backup(client, bucket, prefix, backup_id, objects))
     return backups, groups
+
+
+def plan_verified(backups, verify, policy, now, tz, **options):
+    """plan(), reading (verify(id) -> Backup) every unverified backup the plan would keep, and planning again
+    until every kept backup is verified. A backup found incomplete then never counts as kept."""
+    by_id = {b.id: b for b in backups}
+    while True:
+        decided = plan(list(by_id.values()), policy, now, tz, **options)
+        pending = [i for i in decided.keep if not by_id[i].verified]
+        if not pending:
+            return decided
+        for backup_id in pending:
+            by_id[backup_id] = verify(backup_id)
 
 
 def delete_s3_keys(client, bucket, keys):

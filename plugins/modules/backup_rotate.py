@@ -20,6 +20,10 @@ description:
   - When the set has no complete backup, or the newest is older than O(max_age), nothing is deleted unless
     O(force=true); the backups are broken, and rotation must not make it worse.
   - An empty policy is refused. S3 deletes go in batches of up to 1000 keys.
+  - On S3, a backup whose id is its UTC time (as the backup role writes them, V(20261125T021500Z)) and whose
+    manifest is listed is planned from the listing; the manifests of the backups the plan keeps are then read and
+    checked, and the plan is made again if one turns out incomplete. A rotation costs the listing plus one GET
+    per kept backup, not one per backup.
 author:
   - selfhosted.stack maintainers (@selfhosted-stack)
 options:
@@ -165,8 +169,9 @@ from ansible_collections.selfhosted.stack.plugins.module_utils._backup_rotate im
     RotateError,
     delete_s3_keys,
     parse_duration,
-    plan,
+    plan_verified,
     read_local,
+    read_s3_backup,
     read_s3_set,
 )
 
@@ -189,8 +194,11 @@ class S3Set:
         self.groups = {}
 
     def read(self):
-        backups, self.groups = read_s3_set(self.client, self.bucket, self.prefix)
+        backups, self.groups = read_s3_set(self.client, self.bucket, self.prefix, lazy=True)
         return backups
+
+    def verify(self, backup_id):
+        return read_s3_backup(self.client, self.bucket, self.prefix, backup_id, self.groups[backup_id])
 
     def delete(self, ids):
         delete_s3_keys(self.client, self.bucket, [obj["Key"] for bid in ids for obj in self.groups[bid].values()])
@@ -206,8 +214,9 @@ def run(module, store, now):
     policy["keep_within"] = p["keep_within"]
     grace = parse_duration(p["grace"], "grace")
     max_age = parse_duration(p["max_age"], "max_age")
-    backups = store.read()
-    decided = plan(backups, policy, now, tz, grace_seconds=grace, max_age_seconds=max_age, force=p["force"])
+    decided = plan_verified(
+        store.read(), store.verify, policy, now, tz, grace_seconds=grace, max_age_seconds=max_age, force=p["force"]
+    )
     result = dict(
         changed=decided.changed,
         kept=decided.keep,
@@ -232,6 +241,9 @@ class LocalSet:
 
     def read(self):
         return read_local(self.path)
+
+    def verify(self, backup_id):
+        raise AssertionError(f"local backups are read whole, {backup_id} cannot be unverified")
 
     def delete(self, ids):
         for backup_id in ids:

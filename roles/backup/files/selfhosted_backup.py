@@ -38,7 +38,7 @@ from _backup_rotate import (  # pylint: disable=wrong-import-position
     RotateError,
     parse_duration,
     parse_time,
-    plan,
+    plan_verified,
 )
 
 CONFIG = "/etc/selfhosted/backup.json"
@@ -403,8 +403,13 @@ class S3Set:
     def read(self):
         from _backup_rotate import read_s3_set  # pylint: disable=import-outside-toplevel
 
-        backups, self.groups = read_s3_set(self.client, self.bucket, self.prefix)
+        backups, self.groups = read_s3_set(self.client, self.bucket, self.prefix, lazy=True)
         return backups
+
+    def verify(self, bid):
+        from _backup_rotate import read_s3_backup  # pylint: disable=import-outside-toplevel
+
+        return read_s3_backup(self.client, self.bucket, self.prefix, bid, self.groups[bid])
 
     def manifest(self, bid):
         body = self.client.get_object(Bucket=self.bucket, Key=f"{self.prefix}{bid}/{MANIFEST}")["Body"]
@@ -428,6 +433,9 @@ class LocalSet:
 
         os.makedirs(self.path, mode=0o700, exist_ok=True)
         return read_local(self.path)
+
+    def verify(self, bid):
+        return next(b for b in self.read() if b.id == bid)
 
     def manifest(self, bid):
         return load_json(os.path.join(self.path, bid, MANIFEST))
@@ -453,8 +461,9 @@ def rotate(cfg, set_name, store, policy, where):
     from zoneinfo import ZoneInfo  # pylint: disable=import-outside-toplevel
 
     now = datetime.datetime.now(datetime.timezone.utc)
-    decided = plan(
+    decided = plan_verified(
         store.read(),
+        store.verify,
         {k: v for k, v in policy.items() if k.startswith("keep_")},
         now,
         ZoneInfo(cfg.get("timezone", "UTC")),
@@ -556,18 +565,22 @@ def fetch_verified(store, bid, manifest, names, dest_dir):
 
 
 def choose_backup(store, wanted=None):
-    backups = store.read()
+    """The named backup, or the newest complete one; its manifest checked against the files it lists."""
+    backups = {b.id: b for b in store.read()}
     if wanted:
-        match = [b for b in backups if b.id == wanted]
-        if not match:
+        if wanted not in backups:
             raise BackupError(f"no backup {wanted} in this set")
-        if not match[0].complete:
-            raise BackupError(f"backup {wanted} is incomplete ({match[0].problem}); choose a complete one")
-        return match[0]
-    best = newest_complete(backups)
-    if best is None:
-        raise BackupError("the set has no complete backup")
-    return best
+        chosen = backups[wanted] if backups[wanted].verified else store.verify(wanted)
+        if not chosen.complete:
+            raise BackupError(f"backup {wanted} is incomplete ({chosen.problem}); choose a complete one")
+        return chosen
+    while True:
+        best = newest_complete(backups.values())
+        if best is None:
+            raise BackupError("the set has no complete backup")
+        if best.verified:
+            return best
+        backups[best.id] = store.verify(best.id)
 
 
 def psql(cfg, sql, db="postgres", **variables):

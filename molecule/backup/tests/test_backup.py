@@ -1,0 +1,298 @@
+"""Backups end to end against SeaweedFS's real S3 API: a timer-driven backup lands with its manifest, restores
+match the source, a restore drill passes, failures are reported and never cause deletions, and rotation of a
+two-year hourly history keeps exactly what the policy says (local and S3, check mode giving the same answer)."""
+
+import datetime
+import json
+import subprocess
+import time
+
+import labcheck
+import pytest
+
+DB, CACHE, STORAGE = "bk-db", "bk-cache", "bk-storage"
+PREFIX = "lab"
+TABLE_SUM = (
+    "SELECT count(*) || ':' || md5(string_agg(aid::text || ',' || bid::text || ',' || abalance::text, ';' "
+    "ORDER BY aid)) FROM pgbench_accounts"
+)
+SECRETS = ["lab-backup-secret-6Tq9Zr2", "lab-auditor-secret-3Wv8Jk", "lab-redis-admin-5Rt7Yw"]
+
+
+def sh(name, cmd):
+    return labcheck.host(name).run(cmd)
+
+
+def sql(query, db="app"):
+    result = sh(DB, f'runuser -u postgres -- psql -d {db} -XAtc "{query}"')
+    assert result.rc == 0, result.stderr
+    return result.stdout.strip()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def s3tool():
+    """Copy the S3 helper into the db host (boto3 from Debian is there for the agent)."""
+    for name in (DB, CACHE):
+        subprocess.run(
+            ["docker", "cp", f"{labcheck.SCENARIO_DIR}/tests/s3tool.py", f"{name}:/root/s3tool.py"], check=True
+        )
+
+
+def s3(*args, identity="rw", on=DB):
+    result = sh(on, "python3 /root/s3tool.py " + " ".join([identity, *args]))
+    assert result.rc == 0, result.stderr
+    return result.stdout.strip()
+
+
+def s3_backups(host, set_name):
+    """{backup id: set of file names} under the set's prefix."""
+    out = {}
+    for obj in json.loads(s3("list", f"{PREFIX}/{host}/{set_name}/")):
+        bid, name = obj["key"].split("/")[3:5]
+        out.setdefault(bid, set()).add(name)
+    return out
+
+
+def complete_ids(host, set_name):
+    return sorted(bid for bid, names in s3_backups(host, set_name).items() if "manifest.json" in names)
+
+
+def metrics(name):
+    text = labcheck.host(name).file("/var/lib/prometheus/node-exporter/selfhosted_backup.prom").content_string
+    return {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if not line.startswith("#")}
+
+
+@pytest.fixture(scope="module")
+def filled():
+    """pgbench data in the app database, and its row count + checksum."""
+    result = sh(DB, "runuser -u postgres -- pgbench -i -s 10 -q app")
+    assert result.rc == 0, result.stderr
+    sql("UPDATE pgbench_accounts SET abalance = aid % 997 WHERE aid % 13 = 0")
+    return sql(TABLE_SUM)
+
+
+def test_s3_identities():
+    assert s3("put", "lab/probe", "x") == "ok"
+    assert s3("put", "lab/probe", "x", identity="ro") == "AccessDenied"
+    assert s3("put", "lab/probe", "x", identity="bad") == "SignatureDoesNotMatch"
+    assert json.loads(s3("get", "lab/probe", identity="ro"))["size"] == 1
+
+
+def test_storage_internals_stay_on_loopback():
+    listening = labcheck.host(STORAGE).check_output("ss -Hltn")
+    public = {line.split()[3] for line in listening.splitlines() if not line.split()[3].startswith("127.")}
+    assert public == {"*:8333"}, public
+    assert not labcheck.can_connect(DB, labcheck.address(STORAGE), 9333)
+
+
+def test_timer_driven_backup_lands_with_manifest(filled):
+    before = set(complete_ids(DB, "postgresql"))
+    host = labcheck.host(DB)
+    # A runtime drop-in moves the real timer to 5 s from now; nothing else starts the service.
+    when = host.check_output("date -u -d '+5 sec' '+%Y-%m-%d %H:%M:%S UTC'")
+    host.run_expect(
+        [0],
+        "mkdir -p /run/systemd/system/selfhosted-backup.timer.d && printf '[Timer]\\nOnCalendar=\\nOnCalendar=%s\\n"
+        "RandomizedDelaySec=0\\n' '" + when + "' > /run/systemd/system/selfhosted-backup.timer.d/test.conf && "
+        "systemctl daemon-reload && systemctl restart selfhosted-backup.timer",
+    )
+    try:
+        assert labcheck.wait_for(lambda: set(complete_ids(DB, "postgresql")) - before, timeout=90)
+        assert labcheck.wait_for(
+            lambda: host.run("systemctl is-active selfhosted-backup.service").stdout.strip() == "inactive", timeout=60
+        )
+        journal = host.check_output("journalctl -u selfhosted-backup.service --no-pager -n 50")
+        assert "Started selfhosted-backup.service" in journal or "Finished selfhosted-backup.service" in journal
+    finally:
+        host.run("rm -rf /run/systemd/system/selfhosted-backup.timer.d && systemctl daemon-reload")
+        host.run("systemctl restart selfhosted-backup.timer")
+    new = sorted(set(complete_ids(DB, "postgresql")) - before)[-1]
+    files = s3_backups(DB, "postgresql")[new]
+    assert files == {"app.dump", "globals.sql", "manifest.json"}
+    manifest = json.loads(json.loads(s3("get", f"{PREFIX}/{DB}/postgresql/{new}/manifest.json"))["text"])
+    assert manifest["id"] == new and manifest["databases"] == ["app"] and manifest["owners"] == {"app": "app"}
+    assert manifest["tools"]["pg_dump"].startswith("pg_dump (PostgreSQL) 15")
+    for entry in manifest["files"]:
+        obj = json.loads(s3("get", f"{PREFIX}/{DB}/postgresql/{new}/{entry['name']}"))
+        assert obj["sha256"] == entry["sha256"] == obj["metadata"]["sha256"]
+        assert obj["size"] == entry["size"]
+    m = metrics(DB)
+    assert m['selfhosted_backup_last_run_success{set="postgresql"}'] == 1
+    assert m['selfhosted_backup_size_bytes{set="postgresql"}'] == manifest["total_size"] > 100_000
+
+
+def test_restore_into_fresh_database_matches_source(filled):
+    rc, out = labcheck.playbook(
+        "../../playbooks/restore.yml", "-l", DB, "-e", "restore_database=app", "-e", "restore_target=app_restored"
+    )
+    assert rc == 0, out
+    assert sql(TABLE_SUM, db="app_restored") == filled
+    assert sql("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'app_restored'") == "app"
+
+
+def test_restore_refuses_a_non_empty_database(filled):
+    rc, out = labcheck.playbook(
+        "../../playbooks/restore.yml", "-l", DB, "-e", "restore_database=app", "-e", "restore_target=app_restored"
+    )
+    assert rc != 0 and "is not empty" in out and "restore_force=true" in out, out
+    assert sql(TABLE_SUM, db="app_restored") == filled
+    sql("DROP DATABASE app_restored", db="postgres")
+
+
+def test_restore_refuses_bad_input_before_any_change():
+    rc, out = labcheck.playbook("../../playbooks/restore.yml", "-l", DB, "-e", "restore_database='app; drop'")
+    assert rc != 0 and "restore_database" in out, out
+    assert labcheck.recap(out)[DB]["changed"] == 0
+
+
+def test_restore_drill(filled):
+    rc, out = labcheck.playbook("../../playbooks/restore-drill.yml")
+    assert rc == 0, out
+    assert "rto_seconds" in out and "value: 1000000.0" in out, out
+    assert sql("SELECT count(*) FROM pg_database WHERE datname LIKE 'restore_drill_%'", db="postgres") == "0"
+    m = metrics(DB)
+    assert m['selfhosted_restore_drill_last_success{set="postgresql"}'] == 1
+    assert m['selfhosted_restore_drill_duration_seconds{set="postgresql"}'] > 0
+    assert 0 <= m['selfhosted_restore_drill_backup_age_seconds{set="postgresql"}'] < 3600
+
+
+def test_redis_snapshot_restores_the_keys():
+    cache = labcheck.host(CACHE)
+    auth = "REDISCLI_AUTH=lab-redis-admin-5Rt7Yw redis-cli --no-auth-warning"
+    cache.run_expect([0], f"for i in $(seq 1 3000); do echo SET backuptest:$i value-$i; done | {auth} --pipe")
+    keys = cache.check_output(f"{auth} DBSIZE")
+    rc, out = labcheck.playbook("../../playbooks/backup.yml", "-l", CACHE)
+    assert rc == 0, out
+    newest = complete_ids(CACHE, "redis")[-1]
+    assert s3_backups(CACHE, "redis")[newest] == {"dump.rdb", "manifest.json"}
+    # Load the uploaded snapshot into a scratch Redis and count its keys.
+    s3("download", f"{PREFIX}/{CACHE}/redis/{newest}/dump.rdb", "/root/rdb/dump.rdb", identity="ro", on=CACHE)
+    cache.run_expect([0], "redis-server --port 6390 --dir /root/rdb --dbfilename dump.rdb --daemonize yes --save ''")
+    try:
+        assert labcheck.wait_for(lambda: cache.run("redis-cli -p 6390 PING").stdout.strip() == "PONG", timeout=20)
+        assert cache.check_output("redis-cli -p 6390 DBSIZE") == keys
+    finally:
+        cache.run("redis-cli -p 6390 SHUTDOWN NOSAVE")
+
+
+def test_failed_pg_dump_is_reported_and_counted():
+    before_ids = complete_ids(DB, "postgresql")
+    before = metrics(DB)['selfhosted_backup_failures_total{set="postgresql"}']
+    result = sh(DB, "selfhosted-backup run postgresql --databases no_such_db")
+    assert result.rc == 1
+    assert "BACKUP FAILED" in result.stdout and "no_such_db" in result.stdout, result.stdout
+    m = metrics(DB)
+    assert m['selfhosted_backup_failures_total{set="postgresql"}'] == before + 1
+    assert m['selfhosted_backup_last_run_success{set="postgresql"}'] == 0
+    assert complete_ids(DB, "postgresql") == before_ids
+    assert sh(DB, "ls -A /var/backups/selfhosted/postgresql | grep -c partial").stdout.strip() == "0"
+
+
+def journal(host):
+    return host.run("journalctl -u throttled-backup -o cat").stdout
+
+
+def test_upload_failing_half_way_is_not_counted_and_deletes_nothing():
+    """The upload is throttled so it is still running when the storage service stops under it."""
+    host = labcheck.host(DB)
+    before = s3_backups(DB, "postgresql")
+    host.run_expect(
+        [0],
+        "python3 -c \"import json; c = json.load(open('/etc/selfhosted/backup.json')); "
+        "c['s3'].update(max_bandwidth_mbps=4, max_attempts=2); json.dump(c, open('/root/throttled.json', 'w'))\"",
+    )
+    host.run_expect(
+        [0], "systemd-run --unit=throttled-backup selfhosted-backup --config /root/throttled.json run postgresql"
+    )
+    try:
+        # The dump and its checks take about a second; then the upload runs at 0.5 MB/s for several seconds.
+        assert labcheck.wait_for(lambda: "verified" in journal(host), timeout=60)
+        time.sleep(1.5)
+        assert "uploaded" not in journal(host)
+        labcheck.host(STORAGE).run_expect([0], "systemctl stop seaweedfs-s3.socket seaweedfs-s3.service seaweedfs")
+        assert labcheck.wait_for(
+            lambda: host.run("systemctl is-active throttled-backup").stdout.strip() in ("failed", "inactive"),
+            timeout=120,
+        )
+    finally:
+        labcheck.host(STORAGE).run_expect([0], "systemctl start seaweedfs seaweedfs-s3.socket")
+    log = journal(host)
+    assert "BACKUP FAILED" in log and "manifest uploaded" not in log, log
+    assert host.run("systemctl show -p Result --value throttled-backup").stdout.strip() in ("exit-code", "")
+    host.run("systemctl reset-failed throttled-backup")
+    assert labcheck.wait_for(lambda: s3("put", "lab/probe", "x") == "ok", timeout=60)
+    after = s3_backups(DB, "postgresql")
+    # Nothing deleted; whatever the interrupted upload left has no manifest, so it does not count.
+    assert set(before) <= set(after)
+    assert complete_ids(DB, "postgresql") == sorted(b for b in before if "manifest.json" in before[b])
+    assert metrics(DB)['selfhosted_backup_last_run_success{set="postgresql"}'] == 0
+
+
+# --- rotation over a synthetic two-year hourly history ------------------------------------------------------------
+END = datetime.datetime(2026, 11, 20, 21, 0, tzinfo=datetime.timezone.utc)  # 23:00 in UTC+2, a Friday
+HOURS = 2 * 365 * 24
+TZ = datetime.timezone(datetime.timedelta(hours=2))  # Etc/GMT-2, the module's timezone in rotate.yml
+
+
+def expected_keep():
+    """Policy keep_last 5, daily 7, weekly 4, monthly 12, yearly 3 over one backup every hour, in UTC+2: the
+    newest of each period is its last hour (23:00 local), found here by calendar arithmetic alone."""
+    end = END.astimezone(TZ)
+    last_hour_before = lambda start: start - datetime.timedelta(hours=1)  # noqa: E731
+    day0 = end.replace(hour=0)
+    keep = {end - datetime.timedelta(hours=i) for i in range(5)}
+    keep |= {end} | {last_hour_before(day0 - datetime.timedelta(days=k)) for k in range(6)}
+    monday = day0 - datetime.timedelta(days=end.weekday())
+    keep |= {last_hour_before(monday - datetime.timedelta(weeks=k)) for k in range(3)}
+    month = day0.replace(day=1)
+    for _ in range(11):
+        keep.add(last_hour_before(month))
+        month = (month - datetime.timedelta(days=1)).replace(day=1)
+    keep |= {last_hour_before(day0.replace(month=1, day=1, year=end.year - k)) for k in range(2)}
+    return sorted((t.astimezone(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ") for t in keep), reverse=True)
+
+
+def rotate(label, *args):
+    rc, out = labcheck.playbook("rotate.yml", "-e", f"rotate_label={label}", *args)
+    assert rc == 0, out
+    return json.loads(labcheck.host(DB).file(f"/root/rotate-{label}.json").content_string)
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_rotation_of_two_years_keeps_exactly_the_policy(backend):
+    host = labcheck.host(DB)
+    where = ["-e", "rotate_path=/root/history"] if backend == "local" else ["-e", "rotate_prefix=synthetic/s3"]
+    if backend == "local":
+        host.run_expect([0], "rm -rf /root/history && mkdir /root/history")
+        host.run_expect([0], f"python3 /root/s3tool.py - local-history /root/history {END.isoformat()} {HOURS}")
+    else:
+        s3("clear", "synthetic/s3/")
+        s3("history", "synthetic/s3", END.isoformat(), str(HOURS))
+    checked = rotate(f"{backend}-check", "--check", *where)
+    done = rotate(backend, *where)
+    again = rotate(f"{backend}-again", *where)
+    want = expected_keep()
+    assert len(want) == 25
+    assert checked["kept"] == done["kept"] == want
+    assert len(done["deleted"]) == HOURS - len(want) and checked["deleted"] == done["deleted"]
+    assert done["changed"] and not again["changed"] and again["kept"] == want
+    if backend == "local":
+        left = sorted(host.check_output("ls /root/history").split(), reverse=True)
+    else:
+        left = sorted({o["key"].split("/")[2] for o in json.loads(s3("list", "synthetic/s3/"))}, reverse=True)
+    assert left == want
+    assert "keep: newest complete backup" in done["reasons"][want[0]]
+
+
+def test_check_mode_is_clean_and_hides_secrets():
+    labcheck.assert_check_mode_clean(SECRETS)
+
+
+def test_bad_retention_is_refused_before_any_change():
+    labcheck.assert_refused_in_preflight(
+        "backup_preflight", '{"backup_retention": {"grace": "1d"}}', "backup_retention"
+    )
+    labcheck.assert_refused_in_preflight("backup_preflight", '{"backup_schedule": "at two"}', "backup_schedule")
+    labcheck.assert_refused_in_preflight(
+        "object_storage_preflight", '{"object_storage_buckets": ["Bad_Bucket"]}', "object_storage_buckets"
+    )
