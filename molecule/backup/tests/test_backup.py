@@ -234,18 +234,21 @@ HOURS = 2 * 365 * 24
 TZ = datetime.timezone(datetime.timedelta(hours=2))  # Etc/GMT-2, the module's timezone in rotate.yml
 
 
+def last_hour_before(start):
+    return start - datetime.timedelta(hours=1)
+
+
 def expected_keep():
     """Policy keep_last 5, daily 7, weekly 4, monthly 12, yearly 3 over one backup every hour, in UTC+2: the
     newest of each period is its last hour (23:00 local), found here by calendar arithmetic alone."""
     end = END.astimezone(TZ)
-    last_hour_before = lambda start: start - datetime.timedelta(hours=1)  # noqa: E731
     day0 = end.replace(hour=0)
     keep = {end - datetime.timedelta(hours=i) for i in range(5)}
     keep |= {end} | {last_hour_before(day0 - datetime.timedelta(days=k)) for k in range(6)}
     monday = day0 - datetime.timedelta(days=end.weekday())
     keep |= {last_hour_before(monday - datetime.timedelta(weeks=k)) for k in range(3)}
     month = day0.replace(day=1)
-    for _ in range(11):
+    for _month in range(11):
         keep.add(last_hour_before(month))
         month = (month - datetime.timedelta(days=1)).replace(day=1)
     keep |= {last_hour_before(day0.replace(month=1, day=1, year=end.year - k)) for k in range(2)}
