@@ -11,9 +11,11 @@ from ansible_collections.selfhosted.stack.plugins.module_utils._backup_rotate im
     RotateError,
     batched,
     check_manifest,
+    id_time,
     parse_duration,
     parse_time,
     plan,
+    plan_verified,
     validate_policy,
 )
 from hypothesis import given, settings
@@ -173,3 +175,63 @@ def test_times_need_an_offset():
 def test_batches_of_1000():
     assert [len(b) for b in batched(range(2500))] == [1000, 1000, 500]
     assert batched([]) == []
+
+
+# --- planning from the listing (S3, lazy manifests) -----------------------------------------------------------------
+def test_id_time():
+    assert id_time("20261125T021500Z") == datetime.datetime(2026, 11, 25, 2, 15, tzinfo=UTC)
+    assert id_time("b1") is None and id_time("20261125T021500") is None
+
+
+@settings(max_examples=300)
+@given(backup_sets, policies, st.sets(st.integers(0, 59), max_size=10))
+def test_plan_verified_equals_plan_on_verified_backups(backups, policy, broken):
+    """Planning from the listing, reading only the kept manifests, decides as reading every manifest would; a
+    backup whose manifest turns out bad (ids in `broken`) is never kept as complete."""
+    truth = {b.id: b for b in backups}
+    for i in broken:
+        if f"id{i}" in truth:
+            truth[f"id{i}"] = Backup(f"id{i}", truth[f"id{i}"].time, False, "sizes differ")
+    listed = [Backup(b.id, b.time, True, "", verified=False) if b.complete else b for b in backups]
+    read = []
+
+    def verify(backup_id):
+        read.append(backup_id)
+        return truth[backup_id]
+
+    lazy = plan_verified(listed, verify, policy, NOW, UTC, grace_seconds=3600)
+    full = plan(list(truth.values()), policy, NOW, UTC, grace_seconds=3600)
+    complete_truth = [b for b in truth.values() if b.complete]
+    if not lazy.refused and not full.refused:
+        # Kept sets agree on complete backups; only never-read broken ones may be deleted sooner (they have a
+        # manifest, so they are not an upload in progress).
+        assert {i for i in lazy.keep if truth[i].complete} == {i for i in full.keep if truth[i].complete}
+    listed_ids = {b.id: b for b in listed}
+    assert {i for i in lazy.keep if not listed_ids[i].verified} <= set(read)  # nothing kept unread
+    assert all(truth[i].complete or "incomplete" in lazy.reasons[i] for i in lazy.keep if not lazy.refused)
+    assert set(read) <= {b.id for b in listed if not b.verified}
+    if complete_truth:
+        newest = max(complete_truth, key=lambda b: (b.time, b.id))
+        assert newest.id in lazy.keep
+
+
+def test_plan_verified_reads_only_what_it_keeps():
+    hourly = [
+        Backup(
+            f"{(NOW - datetime.timedelta(hours=h)):%Y%m%dT%H%M%SZ}",
+            NOW - datetime.timedelta(hours=h),
+            True,
+            "",
+            verified=False,
+        )
+        for h in range(1, 2001)
+    ]
+    read = []
+
+    def verify(backup_id):
+        read.append(backup_id)
+        return Backup(backup_id, id_time(backup_id), True, "")
+
+    decided = plan_verified(hourly, verify, {"keep_last": 3, "keep_daily": 7}, NOW, UTC)
+    assert sorted(read) == sorted(decided.keep) and len(read) == 9
+    assert len(decided.delete) == 2000 - 9

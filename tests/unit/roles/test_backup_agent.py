@@ -1,0 +1,174 @@
+"""The backup agent's decisions (roles/backup/files/selfhosted_backup.py): ids, manifests, dump checks, Redis
+snapshot completion, metrics text, throttling, checksum-verified fetches, and that a failed backup is counted
+and never followed by a rotation."""
+
+import datetime
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+import time
+import types
+
+import pytest
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "..")
+sys.path.insert(0, os.path.join(ROOT, "plugins", "module_utils"))  # where _backup_rotate lives in the repository
+spec = importlib.util.spec_from_file_location(
+    "selfhosted_backup", os.path.join(ROOT, "roles/backup/files/selfhosted_backup.py")
+)
+agent = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(agent)
+
+UTC = datetime.timezone.utc
+
+
+def test_ids_are_utc_times():
+    moment = datetime.datetime(2026, 11, 25, 3, 15, 9, tzinfo=datetime.timezone(datetime.timedelta(hours=1)))
+    assert agent.backup_id(moment) == "20261125T021509Z"
+
+
+def test_manifest():
+    files = [{"name": "b.dump", "size": 5, "sha256": "x"}, {"name": "a.sql", "size": 7, "sha256": "y"}]
+    m = agent.build_manifest(
+        "20261125T021509Z",
+        "postgresql",
+        "postgresql",
+        "db1",
+        datetime.datetime(2026, 11, 25, 2, 15, 9, tzinfo=UTC),
+        files,
+        {"pg_dump": "15"},
+        {"databases": ["app"]},
+    )
+    assert [f["name"] for f in m["files"]] == ["a.sql", "b.dump"]
+    assert m["total_size"] == 12 and m["time"] == "2026-11-25T02:15:09+00:00" and m["databases"] == ["app"]
+
+
+def test_dump_checks():
+    toc = [";", "; Archive created at 2026-11-25", "215; 1259 16390 TABLE public items app"]
+    assert agent.dump_problems(4096, toc, 512) == []
+    assert "fewer than the minimum" in agent.dump_problems(100, toc, 512)[0]
+    assert "no table of contents" in agent.dump_problems(4096, [";", "; header only"], 512)[0]
+    assert "no table of contents" in agent.dump_problems(4096, [], 512)[0]
+
+
+def test_redis_snapshot_completion():
+    started = 1_000
+    assert agent.redis_save_done({"rdb_bgsave_in_progress": "1", "rdb_last_save_time": "2000"}, started) == (False, "")
+    assert agent.redis_save_done({"rdb_bgsave_in_progress": "0", "rdb_last_save_time": "999"}, started) == (False, "")
+    ok = {"rdb_bgsave_in_progress": "0", "rdb_last_save_time": "1000", "rdb_last_bgsave_status": "ok"}
+    assert agent.redis_save_done(ok, started) == (True, "")
+    done, error = agent.redis_save_done({**ok, "rdb_last_bgsave_status": "err"}, started)
+    assert done and "err" in error
+    assert agent.parse_info("# Persistence\r\nrdb_bgsave_in_progress:0\r\n") == {"rdb_bgsave_in_progress": "0"}
+
+
+def test_metrics_keep_full_precision_and_labels():
+    state = {
+        "backup": {"postgresql": {"last_success_timestamp_seconds": 1795641692.0811827, "failures_total": 2}},
+        "drill": {"postgresql": {"last_success": 1}},
+    }
+    text = agent.render_metrics(state)
+    assert 'selfhosted_backup_last_success_timestamp_seconds{set="postgresql"} 1795641692.0811827' in text
+    assert 'selfhosted_backup_failures_total{set="postgresql"} 2' in text
+    assert "# TYPE selfhosted_backup_failures_total counter" in text
+    assert 'selfhosted_restore_drill_last_success{set="postgresql"} 1' in text
+    assert "size_bytes" not in text  # no sample, no metric
+
+
+def test_throttled_reads_keep_the_rate():
+    import io
+
+    fh = agent.Throttled(io.BytesIO(b"x" * 300_000), 1_000_000)
+    start = time.monotonic()
+    while fh.read(50_000):
+        pass
+    assert time.monotonic() - start >= 0.25
+
+
+def test_smoke_values():
+    assert agent.smoke_value("42\n", {"sql": "q"}) == 42.0
+    assert agent.smoke_value("", {"sql": "q"}) is None
+    with pytest.raises(agent.BackupError, match="must return one number"):
+        agent.smoke_value("abc", {"sql": "q"})
+
+
+def make_local_backup(root, bid, data=b"dump-bytes", corrupt=False):
+    os.makedirs(os.path.join(root, bid))
+    with open(os.path.join(root, bid, "app.dump"), "wb") as fh:
+        fh.write(data if not corrupt else data[::-1])
+    files = [{"name": "app.dump", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}]
+    manifest = agent.build_manifest(
+        bid, "postgresql", "postgresql", "db1", agent.id_time(bid), files, {}, {"databases": ["app"]}
+    )
+    with open(os.path.join(root, bid, "manifest.json"), "w") as fh:
+        json.dump(manifest, fh)
+    return manifest
+
+
+def test_fetch_checks_the_sha256(tmp_path):
+    store = agent.LocalSet(str(tmp_path / "set"))
+    good = make_local_backup(store.path, "20261124T020000Z")
+    bad = make_local_backup(store.path, "20261125T020000Z", corrupt=True)  # same size, other bytes
+    out = tmp_path / "out"
+    out.mkdir()
+    paths = agent.fetch_verified(store, "20261124T020000Z", good, ["app.dump"], str(out))
+    with open(paths["app.dump"], "rb") as fh:
+        assert fh.read() == b"dump-bytes"
+    with pytest.raises(agent.BackupError, match="SHA-256"):
+        agent.fetch_verified(store, "20261125T020000Z", bad, ["app.dump"], str(out))
+    with pytest.raises(agent.BackupError, match="has no file"):
+        agent.fetch_verified(store, "20261124T020000Z", good, ["other.dump"], str(out))
+
+
+def test_choose_backup(tmp_path):
+    store = agent.LocalSet(str(tmp_path / "set"))
+    with pytest.raises(agent.BackupError, match="no complete backup"):
+        agent.choose_backup(store)
+    make_local_backup(store.path, "20261124T020000Z")
+    make_local_backup(store.path, "20261125T020000Z")
+    os.makedirs(os.path.join(store.path, "20261126T020000Z"))  # upload in progress: no manifest
+    assert agent.choose_backup(store).id == "20261125T020000Z"
+    assert agent.choose_backup(store, "20261124T020000Z").id == "20261124T020000Z"
+    with pytest.raises(agent.BackupError, match="incomplete"):
+        agent.choose_backup(store, "20261126T020000Z")
+    with pytest.raises(agent.BackupError, match="no backup 20200101T000000Z"):
+        agent.choose_backup(store, "20200101T000000Z")
+
+
+def test_failed_backup_is_counted_and_nothing_is_rotated(tmp_path, monkeypatch):
+    monkeypatch.setattr(agent, "STATE", str(tmp_path / "state.json"))
+    cfg = {
+        "host": "db1",
+        "local_dir": str(tmp_path / "b"),
+        "textfile_dir": str(tmp_path),
+        "sets": {"postgresql": {"kind": "postgresql", "databases": ["app"]}},
+        "retention": {"keep_last": 1},
+        "local_retention": {"keep_last": 1},
+        "s3": {},
+    }
+    rotations = []
+
+    def failing(*_args, **_kwargs):
+        raise agent.BackupError("pg_dump failed (exit 1): database does not exist")
+
+    monkeypatch.setattr(agent, "backup_set", failing)
+    monkeypatch.setattr(agent, "rotate", lambda *a, **k: rotations.append(a))
+    args = types.SimpleNamespace(sets=[], databases=None, no_rotate=False)
+    for expected in (1, 2):
+        with pytest.raises(agent.BackupError, match="backup failed for postgresql"):
+            agent.cmd_run(cfg, args)
+        with open(agent.STATE) as fh:
+            state = json.load(fh)["backup"]["postgresql"]
+        assert state["failures_total"] == expected and state["last_run_success"] == 0
+    assert rotations == []
+    prom = (tmp_path / "selfhosted_backup.prom").read_text()
+    assert 'selfhosted_backup_failures_total{set="postgresql"} 2' in prom
+
+
+def test_unknown_set_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(agent, "STATE", str(tmp_path / "state.json"))
+    cfg = {"sets": {"postgresql": {}}, "local_dir": str(tmp_path)}
+    with pytest.raises(agent.BackupError, match=r"unknown backup sets \['mysql'\]"):
+        agent.cmd_run(cfg, types.SimpleNamespace(sets=["mysql"], databases=None, no_rotate=False))
