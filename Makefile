@@ -106,6 +106,10 @@ verify-%: venv ## run one scenario's verifier against its converged hosts
 bench: venv lab ## converge timings against the plain apt-get floor (bench/converge)
 	python bench/converge
 
+.PHONY: bench-backup
+bench-backup: venv lab ## backups at scale: S3 rotation of 100 000 backups vs a bare listing; a 1 GB dump streamed to S3
+	python bench/backup
+
 .PHONY: bench-rollout
 bench-rollout: venv lab demo-app ## rollouts under load: failed requests, time per host, time back after a failed gate
 	python bench/rollout

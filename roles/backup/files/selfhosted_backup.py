@@ -23,6 +23,7 @@ import fcntl
 import hashlib
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -192,6 +193,11 @@ def save_state(cfg, state):
     textfile_dir = cfg.get("textfile_dir")
     if textfile_dir and os.path.isdir(textfile_dir):
         write_atomic(os.path.join(textfile_dir, "selfhosted_backup.prom"), render_metrics(state))
+
+
+def peak_rss_mib(who):
+    """Peak resident memory (MiB) of this process (RUSAGE_SELF) or of the largest tool it ran (RUSAGE_CHILDREN)."""
+    return round(resource.getrusage(who).ru_maxrss / 1024, 1)
 
 
 def log(message):
@@ -530,7 +536,10 @@ def cmd_run(cfg, args):
             last_id=manifest["id"],
         )
         save_state(cfg, state)
-        log(f"{set_name}: backup {manifest['id']} complete ({manifest['total_size']} bytes in {duration:.1f} s)")
+        log(
+            f"{set_name}: backup {manifest['id']} complete ({manifest['total_size']} bytes in {duration:.1f} s; "
+            f"peak memory {peak_rss_mib(resource.RUSAGE_SELF)} MiB, tools {peak_rss_mib(resource.RUSAGE_CHILDREN)} MiB)"
+        )
         if not args.no_rotate:
             # Rotation only after a success: a failed backup never causes a deletion.
             rotate(cfg, set_name, LocalSet(os.path.join(cfg["local_dir"], set_name)), cfg["local_retention"], "local")
