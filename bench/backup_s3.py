@@ -30,6 +30,10 @@ POLICY = {"keep_last": 24, "keep_daily": 7, "keep_weekly": 4, "keep_monthly": 12
 PREFIX = "bench/db/postgresql/"
 
 
+def count_objects(client, bucket):
+    return len(list(list_s3(client, bucket, PREFIX)))
+
+
 def main():
     count = int(sys.argv[1])
     cfg = agent.load_json(agent.CONFIG)
@@ -60,7 +64,7 @@ def main():
         value = fn()
         return time.monotonic() - start, dict(calls), value
 
-    floor, floor_calls, objects = timed(lambda: sum(1 for _ in list_s3(client, bucket, PREFIX)))
+    floor, floor_calls, objects = timed(lambda: count_objects(client, bucket))
     now = end + datetime.timedelta(minutes=30)
 
     def rotation(check):
@@ -88,9 +92,9 @@ def main():
             datetime.timezone.utc,
         )
 
-    plan_t, _, _ = timed(plan_only)
-    real_t, real_calls, (done, _) = timed(lambda: rotation(False))
-    left = sum(1 for _ in list_s3(client, bucket, PREFIX))
+    plan_t = timed(plan_only)[0]
+    real_t, real_calls, (done, _backups) = timed(lambda: rotation(False))
+    left = count_objects(client, bucket)
     print(
         json.dumps(
             {
