@@ -64,12 +64,17 @@ test: venv lab ## everything: lint, sanity, unit, every Molecule scenario; summa
 	tests/run-suite.sh lint sanity unit $(addprefix molecule-,$(SCENARIOS))
 
 .PHONY: lint
-lint: venv ## yamllint, ansible-lint (production profile), ruff
+lint: venv ## yamllint, ansible-lint (production profile), ruff, role docs in step with argument specs
 	yamllint -s .
 	ansible-lint
 	ruff check .
 	ruff format --check .
 	bash -n lab/lab.sh tests/run-suite.sh
+	python docs/build.py --check
+
+.PHONY: docs
+docs: venv ## role docs from argument specs (docs/roles), changelog preview from fragments
+	python docs/build.py
 
 .PHONY: sanity
 sanity: venv ## ansible-test sanity on a copy of the checkout placed as ansible_collections/selfhosted/stack
