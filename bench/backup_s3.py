@@ -30,8 +30,17 @@ POLICY = {"keep_last": 24, "keep_daily": 7, "keep_weekly": 4, "keep_monthly": 12
 PREFIX = "bench/db/postgresql/"
 
 
-def count_objects(client, bucket):
-    return len(list(list_s3(client, bucket, PREFIX)))
+def count_objects(client, bucket, attempts=1):
+    """Objects under the prefix. After a mass delete SeaweedFS removes the emptied folders in the background and a
+    listing can time out meanwhile: the final count waits for it (attempts)."""
+    for attempt in range(attempts):
+        try:
+            return len(list(list_s3(client, bucket, PREFIX)))
+        except Exception:  # botocore's timeouts; the last attempt re-raises
+            if attempt == attempts - 1:
+                raise
+            time.sleep(30)
+    return None
 
 
 def main():
@@ -94,27 +103,24 @@ def main():
 
     plan_t = timed(plan_only)[0]
     real_t, real_calls, (done, _backups) = timed(lambda: rotation(False))
-    left = count_objects(client, bucket)
-    print(
-        json.dumps(
-            {
-                "backups": count,
-                "objects": objects,
-                "seed_seconds": round(seed, 1),
-                "listing_seconds": round(floor, 2),
-                "listing_requests": floor_calls,
-                "check_rotation_seconds": round(check_t, 2),
-                "check_requests": check_calls,
-                "planning_seconds": round(plan_t, 3),
-                "rotation_seconds": round(real_t, 2),
-                "rotation_requests": real_calls,
-                "kept": len(done.keep),
-                "deleted": len(done.delete),
-                "objects_left": left,
-                "same_plan_in_check_mode": decided.keep == done.keep and decided.delete == done.delete,
-            }
-        )
-    )
+    result = {
+        "backups": count,
+        "objects": objects,
+        "seed_seconds": round(seed, 1),
+        "listing_seconds": round(floor, 2),
+        "listing_requests": floor_calls,
+        "check_rotation_seconds": round(check_t, 2),
+        "check_requests": check_calls,
+        "planning_seconds": round(plan_t, 3),
+        "rotation_seconds": round(real_t, 2),
+        "rotation_requests": real_calls,
+        "kept": len(done.keep),
+        "deleted": len(done.delete),
+        "same_plan_in_check_mode": decided.keep == done.keep and decided.delete == done.delete,
+    }
+    print(json.dumps(result), flush=True)  # the figures first: the count below can take minutes
+    result["objects_left"] = count_objects(client, bucket, attempts=20)
+    print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

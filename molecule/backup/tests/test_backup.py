@@ -79,9 +79,11 @@ def test_s3_identities():
 
 
 def test_storage_internals_stay_on_loopback():
-    listening = labcheck.host(STORAGE).check_output("ss -Hltn")
-    public = {line.split()[3] for line in listening.splitlines() if not line.split()[3].startswith("127.")}
-    assert public == {"*:8333"}, public
+    listening = labcheck.host(STORAGE).check_output("ss -Hltnp")
+    weed = [line.split()[3] for line in listening.splitlines() if '"weed-' in line]
+    assert weed and all(addr.startswith("127.0.0.1:") for addr in weed), weed
+    s3_socket = [line.split()[3] for line in listening.splitlines() if line.split()[3].endswith(":8333")]
+    assert s3_socket == ["*:8333"], s3_socket
     assert not labcheck.can_connect(DB, labcheck.address(STORAGE), 9333)
 
 
