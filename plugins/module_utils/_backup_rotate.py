@@ -23,6 +23,7 @@ import datetime
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 
 PERIODS = ("hourly", "daily", "weekly", "monthly", "yearly")
@@ -352,3 +353,38 @@ def delete_s3_keys(client, bucket, keys):
         errors = answer.get("Errors") or []
         if errors:
             raise DeleteError(f"S3 refused to delete {len(errors)} objects, first: {errors[0]}")
+
+
+class S3BackupSet:
+    """The backups of one set under an S3 prefix: read (planned from the listing), verify one, delete some."""
+
+    def __init__(self, client, bucket, prefix):
+        self.client, self.bucket, self.prefix = client, bucket, prefix.strip("/") + "/"
+        self.groups = {}
+
+    def read(self):
+        backups, self.groups = read_s3_set(self.client, self.bucket, self.prefix, lazy=True)
+        return backups
+
+    def verify(self, backup_id):
+        return read_s3_backup(self.client, self.bucket, self.prefix, backup_id, self.groups[backup_id])
+
+    def delete(self, ids):
+        delete_s3_keys(self.client, self.bucket, [obj["Key"] for bid in ids for obj in self.groups[bid].values()])
+
+
+class LocalBackupSet:
+    """The backups of one set in a local directory (read whole: every backup is verified when read)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def read(self):
+        return read_local(self.path)
+
+    def verify(self, backup_id):
+        return next(b for b in self.read() if b.id == backup_id)
+
+    def delete(self, ids):
+        for backup_id in ids:
+            shutil.rmtree(os.path.join(self.path, backup_id))

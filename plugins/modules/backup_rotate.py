@@ -160,19 +160,15 @@ refused:
 """
 
 import datetime
-import os
-import shutil
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.selfhosted.stack.plugins.module_utils._backup_rotate import (
     DeleteError,
+    LocalBackupSet,
     RotateError,
-    delete_s3_keys,
+    S3BackupSet,
     parse_duration,
     plan_verified,
-    read_local,
-    read_s3_backup,
-    read_s3_set,
 )
 
 try:
@@ -186,22 +182,6 @@ try:
     HAS_BOTO3 = True
 except ImportError:
     HAS_BOTO3 = False
-
-
-class S3Set:
-    def __init__(self, client, bucket, prefix):
-        self.client, self.bucket, self.prefix = client, bucket, prefix.strip("/") + "/"
-        self.groups = {}
-
-    def read(self):
-        backups, self.groups = read_s3_set(self.client, self.bucket, self.prefix, lazy=True)
-        return backups
-
-    def verify(self, backup_id):
-        return read_s3_backup(self.client, self.bucket, self.prefix, backup_id, self.groups[backup_id])
-
-    def delete(self, ids):
-        delete_s3_keys(self.client, self.bucket, [obj["Key"] for bid in ids for obj in self.groups[bid].values()])
 
 
 def run(module, store, now):
@@ -233,21 +213,6 @@ def run(module, store, now):
     if decided.delete and not module.check_mode:
         store.delete(decided.delete)
     return result
-
-
-class LocalSet:
-    def __init__(self, path):
-        self.path = path
-
-    def read(self):
-        return read_local(self.path)
-
-    def verify(self, backup_id):
-        raise AssertionError(f"local backups are read whole, {backup_id} cannot be unverified")
-
-    def delete(self, ids):
-        for backup_id in ids:
-            shutil.rmtree(os.path.join(self.path, backup_id))
 
 
 def main():
@@ -298,9 +263,9 @@ def main():
                 aws_secret_access_key=s3["secret_key"],
                 verify=s3["validate_certs"],
             )
-            store = S3Set(client, s3["bucket"], s3["prefix"])
+            store = S3BackupSet(client, s3["bucket"], s3["prefix"])
         else:
-            store = LocalSet(p["path"])
+            store = LocalBackupSet(p["path"])
         module.exit_json(**run(module, store, datetime.datetime.now(datetime.timezone.utc)))
     except RotateError as exc:
         module.fail_json(msg=f"backup_rotate: {exc}. Nothing was deleted.")

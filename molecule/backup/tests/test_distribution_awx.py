@@ -9,48 +9,18 @@ import subprocess
 import sys
 import tarfile
 
-import ansible_runner
+import awxcheck
 import labcheck
 import pytest
 from ansible.parsing.utils.yaml import from_yaml
 
-ROOT = os.path.abspath(os.path.join(labcheck.SCENARIO_DIR, "..", ".."))
-with open(os.path.join(ROOT, "awx", "controller.yml")) as fh:
-    CONTROLLER = from_yaml(fh.read())
-TEMPLATES = {t["name"]: t for t in CONTROLLER["selfhosted_awx_job_templates"]}
-SCHEDULED = {s["unified_job_template"]: s.get("extra_data", {}) for s in CONTROLLER["selfhosted_awx_schedules"]}
+ROOT = awxcheck.ROOT
 HERE = ["selfhosted site (converge)", "selfhosted backup now", "selfhosted restore drill", "selfhosted rotate backups"]
-ENV_KEYS = ("PATH", "ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_ROLES_PATH", "ANSIBLE_PIPELINING", "HOME", "LAB_CACHE")
-
-
-def survey_defaults(template):
-    """The extra variables AWX sends when every survey question keeps its default (empty answers are not sent)."""
-    out = {}
-    for q in template.get("survey_spec", {}).get("spec", []) if template.get("survey_enabled") else []:
-        if q.get("default") in (None, ""):
-            continue
-        out[q["variable"]] = q["default"].split("\n") if q["type"] == "multiselect" else q["default"]
-    return out
-
-
-def run_template(tmp_path, template, extravars):
-    result = ansible_runner.run(
-        private_data_dir=str(tmp_path),
-        playbook=os.path.join(ROOT, template["playbook"]),
-        inventory=labcheck.INVENTORY,
-        extravars=extravars,
-        envvars={k: os.environ[k] for k in ENV_KEYS if k in os.environ},
-        quiet=True,
-    )
-    changed = dict((result.stats or {}).get("changed", {}))
-    return result, changed
 
 
 @pytest.mark.parametrize("name", HERE)
 def test_job_template_runs_under_ansible_runner(tmp_path, name):
-    template = TEMPLATES[name]
-    extravars = {**survey_defaults(template), **SCHEDULED.get(name, {})}
-    result, changed = run_template(tmp_path, template, extravars)
+    result, changed = awxcheck.run_template(tmp_path, name)
     assert result.status == "successful", result.stdout.read()[-4000:]
     if name == "selfhosted site (converge)":
         assert not any(changed.values()), changed  # converged hosts stay unchanged
@@ -64,7 +34,7 @@ def test_job_template_runs_under_ansible_runner(tmp_path, name):
     ],
 )
 def test_survey_value_outside_its_set_fails_before_any_change(tmp_path, name, extravars, variable):
-    result, changed = run_template(tmp_path, TEMPLATES[name], extravars)
+    result, changed = awxcheck.run_template(tmp_path, name, extravars)
     out = result.stdout.read()
     assert result.status == "failed" and variable in out, out[-4000:]
     assert not any(changed.values()), changed

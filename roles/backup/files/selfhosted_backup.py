@@ -36,7 +36,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # The retention planner is installed beside this file.
 from _backup_rotate import (  # pylint: disable=wrong-import-position
     MANIFEST,
+    LocalBackupSet,
     RotateError,
+    S3BackupSet,
     parse_duration,
     parse_time,
     plan_verified,
@@ -399,23 +401,8 @@ def upload_backup(cfg, client, set_name, bid, work_dir, manifest):
     log(f"{set_name}: manifest uploaded, backup {bid} complete on S3")
 
 
-class S3Set:
-    """The backups of one set under an S3 prefix (list, read manifests, delete in batches of 1000)."""
-
-    def __init__(self, client, bucket, prefix):
-        self.client, self.bucket, self.prefix = client, bucket, prefix.strip("/") + "/"
-        self.groups = {}
-
-    def read(self):
-        from _backup_rotate import read_s3_set  # pylint: disable=import-outside-toplevel
-
-        backups, self.groups = read_s3_set(self.client, self.bucket, self.prefix, lazy=True)
-        return backups
-
-    def verify(self, bid):
-        from _backup_rotate import read_s3_backup  # pylint: disable=import-outside-toplevel
-
-        return read_s3_backup(self.client, self.bucket, self.prefix, bid, self.groups[bid])
+class S3Set(S3BackupSet):
+    """A set on S3, plus what restores need: its manifests and files."""
 
     def manifest(self, bid):
         body = self.client.get_object(Bucket=self.bucket, Key=f"{self.prefix}{bid}/{MANIFEST}")["Body"]
@@ -424,34 +411,19 @@ class S3Set:
     def fetch(self, bid, name, dest):
         self.client.download_file(self.bucket, f"{self.prefix}{bid}/{name}", dest)
 
-    def delete(self, ids):
-        from _backup_rotate import delete_s3_keys  # pylint: disable=import-outside-toplevel
 
-        delete_s3_keys(self.client, self.bucket, [o["Key"] for bid in ids for o in self.groups[bid].values()])
-
-
-class LocalSet:
-    def __init__(self, path):
-        self.path = path
+class LocalSet(LocalBackupSet):
+    """A local set, plus what restores need: its manifests and files."""
 
     def read(self):
-        from _backup_rotate import read_local  # pylint: disable=import-outside-toplevel
-
         os.makedirs(self.path, mode=0o700, exist_ok=True)
-        return read_local(self.path)
-
-    def verify(self, bid):
-        return next(b for b in self.read() if b.id == bid)
+        return super().read()
 
     def manifest(self, bid):
         return load_json(os.path.join(self.path, bid, MANIFEST))
 
     def fetch(self, bid, name, dest):
         shutil.copyfile(os.path.join(self.path, bid, name), dest)
-
-    def delete(self, ids):
-        for bid in ids:
-            shutil.rmtree(os.path.join(self.path, bid))
 
 
 def store_for(cfg, set_name, source):

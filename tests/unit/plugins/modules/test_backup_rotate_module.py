@@ -48,16 +48,16 @@ def test_local_rotation_with_check_mode(tmp_path):
     make_backup(tmp_path, "partial", days_ago(5), complete=False)
     make_backup(tmp_path, "wrong-size", days_ago(1, hour=5), size=3)
     args = {"keep_daily": 3}
-    checked = mod.run(FakeModule(check_mode=True, path=str(tmp_path), **args), mod.LocalSet(str(tmp_path)), NOW)
+    checked = mod.run(FakeModule(check_mode=True, path=str(tmp_path), **args), mod.LocalBackupSet(str(tmp_path)), NOW)
     assert checked["changed"] and sorted(os.listdir(tmp_path)) == sorted(
         ["b1", "b2", "b3", "b4", "b5", "b6", "b7", "partial", "wrong-size"]
     )  # check mode deletes nothing
     assert checked["kept"] == ["b1", "b2", "b3"]
     assert checked["reasons"]["wrong-size"].startswith("delete: incomplete (app.dump has 3 bytes")
-    result = mod.run(FakeModule(path=str(tmp_path), **args), mod.LocalSet(str(tmp_path)), NOW)
+    result = mod.run(FakeModule(path=str(tmp_path), **args), mod.LocalBackupSet(str(tmp_path)), NOW)
     assert result["deleted"] == checked["deleted"]
     assert sorted(os.listdir(tmp_path)) == ["b1", "b2", "b3"]
-    again = mod.run(FakeModule(path=str(tmp_path), **args), mod.LocalSet(str(tmp_path)), NOW)
+    again = mod.run(FakeModule(path=str(tmp_path), **args), mod.LocalBackupSet(str(tmp_path)), NOW)
     assert not again["changed"] and again["deleted"] == []  # idempotent
 
 
@@ -65,16 +65,16 @@ def test_local_broken_set_is_left_alone(tmp_path):
     for n in range(10, 15):
         make_backup(tmp_path, f"old{n}", days_ago(n))
     module = FakeModule(path=str(tmp_path), keep_last=1)
-    result = mod.run(module, mod.LocalSet(str(tmp_path)), NOW)
+    result = mod.run(module, mod.LocalBackupSet(str(tmp_path)), NOW)
     assert not result["changed"] and len(os.listdir(tmp_path)) == 5
     assert "more than max_age" in result["refused"] and module.warnings
 
 
 def test_bad_timezone_and_missing_directory(tmp_path):
     with pytest.raises(RotateError, match="timezone must be an IANA name"):
-        mod.run(FakeModule(keep_last=1, timezone="Mars/Olympus"), mod.LocalSet(str(tmp_path)), NOW)
+        mod.run(FakeModule(keep_last=1, timezone="Mars/Olympus"), mod.LocalBackupSet(str(tmp_path)), NOW)
     with pytest.raises(RotateError, match="is not a directory"):
-        mod.run(FakeModule(keep_last=1), mod.LocalSet(str(tmp_path / "nope")), NOW)
+        mod.run(FakeModule(keep_last=1), mod.LocalBackupSet(str(tmp_path / "nope")), NOW)
 
 
 class StubS3:
@@ -121,7 +121,7 @@ def test_s3_rotation_batches_deletes_and_removes_manifests_first():
     objects["db1/postgresql/stray-file"] = (1, b"x", days_ago(1))  # not a backup: never touched
     objects["db1/other/keep/manifest.json"] = (1, b"{}", days_ago(9))  # outside the set
     client = StubS3(objects)
-    result = mod.run(FakeModule(keep_last=1), mod.S3Set(client, "backups", "db1/postgresql"), NOW)
+    result = mod.run(FakeModule(keep_last=1), mod.S3BackupSet(client, "backups", "db1/postgresql"), NOW)
     assert result["kept"] == ["new"] and result["deleted"] == ["old"]
     assert [len(c) for c in client.delete_calls] == [1000, 501]
     assert client.delete_calls[0][0] == "db1/postgresql/old/manifest.json"
@@ -134,5 +134,7 @@ def test_s3_check_mode_deletes_nothing():
     s3_backup(objects, "a", days_ago(1))
     s3_backup(objects, "b", days_ago(2))
     client = StubS3(objects)
-    result = mod.run(FakeModule(check_mode=True, keep_last=1), mod.S3Set(client, "backups", "db1/postgresql"), NOW)
+    result = mod.run(
+        FakeModule(check_mode=True, keep_last=1), mod.S3BackupSet(client, "backups", "db1/postgresql"), NOW
+    )
     assert result["deleted"] == ["b"] and client.delete_calls == []
