@@ -367,12 +367,15 @@ def upload_backup(cfg, client, set_name, bid, work_dir, manifest):
 
     s3 = cfg["s3"]
     prefix = object_key(s3.get("prefix", ""), cfg["host"], set_name, bid)
+    # Memory stays at a few parts: a file given by name is read part by part as each part is sent; a throttled
+    # stream holds at most max_in_memory_upload_chunks parts.
     transfer = TransferConfig(
-        multipart_threshold=int(s3.get("multipart_chunk_mb", 64)) * CHUNK,
-        multipart_chunksize=int(s3.get("multipart_chunk_mb", 64)) * CHUNK,
+        multipart_threshold=int(s3.get("multipart_chunk_mb", 16)) * CHUNK,
+        multipart_chunksize=int(s3.get("multipart_chunk_mb", 16)) * CHUNK,
         max_concurrency=int(s3.get("max_concurrency", 2)),
         use_threads=int(s3.get("max_concurrency", 2)) > 1,
     )
+    transfer.max_in_memory_upload_chunks = 2  # s3transfer's setting; boto3's constructor does not take it
     extra = {}
     if s3.get("sse"):
         extra["ServerSideEncryption"] = s3["sse"]
@@ -381,14 +384,13 @@ def upload_backup(cfg, client, set_name, bid, work_dir, manifest):
     rate = int(float(s3.get("max_bandwidth_mbps", 0)) * 125000)
     for entry in manifest["files"]:
         key = f"{prefix}/{entry['name']}"
-        with open(os.path.join(work_dir, entry["name"]), "rb") as fh:
-            client.upload_fileobj(
-                Throttled(fh, rate),
-                s3["bucket"],
-                key,
-                ExtraArgs={**extra, "Metadata": {"sha256": entry["sha256"]}},
-                Config=transfer,
-            )
+        path = os.path.join(work_dir, entry["name"])
+        args = {"ExtraArgs": {**extra, "Metadata": {"sha256": entry["sha256"]}}, "Config": transfer}
+        if rate:
+            with open(path, "rb") as fh:
+                client.upload_fileobj(Throttled(fh, rate), s3["bucket"], key, **args)
+        else:
+            client.upload_file(path, s3["bucket"], key, **args)
         log(f"{set_name}: uploaded s3://{s3['bucket']}/{key}")
     # The manifest last: only now does the backup count.
     client.put_object(
