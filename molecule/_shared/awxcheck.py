@@ -35,6 +35,7 @@ def survey_defaults(template):
 def run_template(private_dir, name, extravars=None):
     """Run the template's playbook against the scenario's inventory; (runner result, {host: changed count})."""
     template = TEMPLATES[name]
+    os.makedirs(private_dir, exist_ok=True)
     if extravars is None:
         extravars = {**survey_defaults(template), **SCHEDULED.get(name, {})}
     result = ansible_runner.run(
