@@ -185,17 +185,45 @@ PY
   log "seaweedfs: $dir/weed-$version"
 }
 
+# Compose mode's stand-ins for the official images (lab/compose-images/README.md), built from the trixie lab image,
+# and one archive of them all for Docker hosts without a registry (the compose role's compose_image_archives).
+COMPOSE_IMAGES="postgres redis nginx monitoring python"
+compose_images() {
+  images
+  local n built=0 archive="$LAB_CACHE/compose-images.tar"
+  for n in $COMPOSE_IMAGES; do
+    # Rebuilt when its build context changed (a hash of the files, kept as a label) or is missing.
+    local sum have
+    sum=$(cd "$HERE/compose-images/$n" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+    have=$(docker image inspect -f '{{index .Config.Labels "selfhosted.lab.context"}}' "selfhosted-lab/$n:trixie" 2>/dev/null || true)
+    if [ "$have" = "$sum" ] && [ "${LAB_REBUILD:-0}" != 1 ]; then continue; fi
+    log "building selfhosted-lab/$n:trixie"
+    DOCKER_BUILDKIT=0 docker build -q --build-arg BASE="$LAB_IMAGE:trixie" --label "selfhosted.lab.context=$sum" \
+      -t "selfhosted-lab/$n:trixie" \
+      "$HERE/compose-images/$n" >"$LAB_CACHE/build-compose-$n.log" 2>&1 \
+      || { cat "$LAB_CACHE/build-compose-$n.log" >&2; exit 1; }
+    built=1
+  done
+  if [ "$built" = 1 ] || [ ! -s "$archive" ]; then
+    log "writing $archive"
+    # shellcheck disable=SC2046
+    docker save -o "$archive.tmp" $(for n in $COMPOSE_IMAGES; do echo "selfhosted-lab/$n:trixie"; done)
+    mv "$archive.tmp" "$archive"
+  fi
+}
+
 clean() {
   docker ps -aq --filter label=selfhosted.lab | xargs -r docker rm -f -v >/dev/null
   docker network ls -q --filter label=selfhosted.lab | xargs -r docker network rm >/dev/null
 }
 
 case "${1:-all}" in
-  all) engine; compose; images; seaweedfs ;;
+  all) engine; compose; images; seaweedfs; compose_images ;;
+  compose-images) engine; compose_images ;;
   seaweedfs) seaweedfs ;;
   engine) engine ;;
   compose) engine; compose ;;
   images) engine; images ;;
   clean) clean ;;
-  *) echo "usage: $0 [all|engine|compose|images|clean]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|engine|compose|images|compose-images|seaweedfs|clean]" >&2; exit 2 ;;
 esac

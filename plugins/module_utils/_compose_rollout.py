@@ -78,3 +78,65 @@ def simulate(replicas, steps, old=None):
             old -= count
             low = min(low, old + new)
     return low, high
+
+
+# --- the module's decisions -----------------------------------------------------------------------------------
+
+REVISION_LABEL = "io.selfhosted.revision"
+NUMBER_LABEL = "com.docker.compose.container-number"
+
+
+def container_number(labels):
+    """Compose's container number of a container (0 when missing or not a number)."""
+    try:
+        return int((labels or {}).get(NUMBER_LABEL, "0"))
+    except ValueError:
+        return 0
+
+
+def classify(containers, revision):
+    """Split containers ({name, labels, running}) into (old, new) by the revision label, each in container-number
+    order. Stopped old containers are old too (a rollout that stopped them is resumed, not repeated)."""
+    old, new = [], []
+    for c in sorted(containers, key=lambda c: (container_number(c.get("labels")), c["name"])):
+        (new if (c.get("labels") or {}).get(REVISION_LABEL) == revision else old).append(c)
+    return old, new
+
+
+def upstream_text(names, port, max_fails=3, fail_timeout="10s"):
+    """The nginx upstream include listing the serving containers (by name: Docker's DNS resolves them)."""
+    if not names:
+        raise PlanError("an upstream needs at least one container")
+    lines = ["# Managed by selfhosted.stack.compose_rollout: the app containers in rotation."]
+    lines += [f"server {n}:{port} max_fails={max_fails} fail_timeout={fail_timeout};" for n in sorted(names)]
+    return "\n".join(lines) + "\n"
+
+
+def health_check(state, http_ok, http_detail):
+    """Combine Docker's view of a container (its State) with an HTTP readiness answer: (ok, connected, detail).
+    A container that exited or that Docker calls unhealthy fails; one still `starting` has not answered yet."""
+    status = (state or {}).get("Status", "unknown")
+    health = ((state or {}).get("Health") or {}).get("Status")
+    if status != "running":
+        return False, True, f"container is {status} (exit code {(state or {}).get('ExitCode')})"
+    if health == "unhealthy":
+        return False, True, "Docker health check: unhealthy"
+    if not http_ok:
+        return False, "no answer" not in http_detail, http_detail
+    if health == "starting":
+        return False, False, "ready answered, Docker health check still starting"
+    return True, True, "ready" + (f", Docker health: {health}" if health else "")
+
+
+def account_existing(steps, existing_new):
+    """The plan's steps with their starts reduced by the new-revision containers already running (a rollout
+    resumed after an interruption starts only what is missing)."""
+    out = []
+    for action, count in steps:
+        if action == "start" and existing_new:
+            used = min(existing_new, count)
+            existing_new -= used
+            count -= used
+        if count:
+            out.append([action, count])
+    return out

@@ -3,9 +3,15 @@ container is replaced, bad settings are refused naming the option."""
 
 import pytest
 from ansible_collections.selfhosted.stack.plugins.module_utils._compose_rollout import (
+    REVISION_LABEL,
     PlanError,
+    account_existing,
+    classify,
+    container_number,
+    health_check,
     plan_steps,
     simulate,
+    upstream_text,
 )
 from hypothesis import given
 from hypothesis import strategies as st
@@ -62,3 +68,74 @@ def test_bounds_hold_and_everything_is_replaced(replicas, surge, unavailable, ol
     assert high <= max(old, replicas + surge)  # never more than the surge allows (beyond what already ran)
     assert low >= min(old, replicas - unavailable)  # never fewer serving than allowed (below what already ran)
     assert all(count > 0 for _action, count in steps)
+
+
+# --- the module's decisions ------------------------------------------------------------------------------------
+
+
+def _c(name, number, revision, running=True):
+    return {
+        "name": name,
+        "labels": {"com.docker.compose.container-number": str(number), REVISION_LABEL: revision},
+        "running": running,
+    }
+
+
+def test_classify_splits_by_revision_in_container_number_order():
+    found = [_c("p-app-10", 10, "r1"), _c("p-app-2", 2, "r1"), _c("p-app-3", 3, "r2"), _c("p-app-1", 1, "r2", False)]
+    old, new = classify(found, "r2")
+    assert [c["name"] for c in old] == ["p-app-2", "p-app-10"]  # numeric order, not string order
+    assert [c["name"] for c in new] == ["p-app-1", "p-app-3"]
+
+
+def test_container_without_revision_label_is_old():
+    old, new = classify([{"name": "x", "labels": {}, "running": True}], "r1")
+    assert [c["name"] for c in old] == ["x"] and new == []
+
+
+def test_container_number_tolerates_missing_or_bad_labels():
+    assert container_number({}) == 0
+    assert container_number(None) == 0
+    assert container_number({"com.docker.compose.container-number": "x"}) == 0
+    assert container_number({"com.docker.compose.container-number": "7"}) == 7
+
+
+def test_upstream_text_lists_each_container_once_sorted():
+    text = upstream_text(["p-app-3", "p-app-1"], 8000, 2, "5s")
+    assert text.splitlines()[1:] == [
+        "server p-app-1:8000 max_fails=2 fail_timeout=5s;",
+        "server p-app-3:8000 max_fails=2 fail_timeout=5s;",
+    ]
+    assert text.endswith("\n")
+
+
+def test_upstream_needs_a_container():
+    with pytest.raises(PlanError, match="at least one container"):
+        upstream_text([], 8000)
+
+
+@pytest.mark.parametrize(
+    ("state", "http_ok", "detail", "expected"),
+    [
+        ({"Status": "running", "Health": {"Status": "healthy"}}, True, "", (True, True)),
+        ({"Status": "running"}, True, "", (True, True)),  # an image without a health check: HTTP decides
+        ({"Status": "running", "Health": {"Status": "starting"}}, True, "", (False, False)),
+        ({"Status": "running", "Health": {"Status": "unhealthy"}}, True, "", (False, True)),
+        ({"Status": "running", "Health": {"Status": "healthy"}}, False, "http://x/ready answered 503", (False, True)),
+        ({"Status": "running", "Health": {"Status": "starting"}}, False, "no answer from x", (False, False)),
+        ({"Status": "exited", "ExitCode": 3}, False, "no answer", (False, True)),
+    ],
+)
+def test_health_check_combines_docker_and_http(state, http_ok, detail, expected):
+    ok, connected, why = health_check(state, http_ok, detail)
+    assert (ok, connected) == expected, why
+    if state["Status"] == "exited":
+        assert "exited (exit code 3)" in why
+
+
+def test_account_existing_starts_only_what_is_missing():
+    steps = [list(s) for s in plan_steps(3, 1, 0)]
+    assert account_existing(steps, 0) == steps
+    # One container of the revision already runs (an interrupted rollout): the first start is not repeated.
+    assert account_existing(steps, 1) == [["stop", 1], ["start", 1], ["stop", 1], ["start", 1], ["stop", 1]]
+    assert account_existing([["start", 2], ["stop", 2]], 5) == [["stop", 2]]
