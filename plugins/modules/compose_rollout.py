@@ -14,7 +14,7 @@ description:
     without dropping a request. The revision is a label (C(io.selfhosted.revision)) the project's compose file
     sets on the service; containers whose label differs from O(revision) are old.
   - Each step of the plan (under O(max_surge) and O(max_unavailable), the rules of a Kubernetes rolling update)
-    either starts new containers, with C(docker compose up --no-deps --no-recreate --scale) from O(definition), and
+    either starts new containers, with C(docker compose up --no-recreate --scale) from O(definition), and
     gates each one (Docker's health status and an HTTP readiness check of the container, counted as
     M(selfhosted.stack.health_gate) counts them), then puts it into nginx's upstream; or takes old containers out of
     nginx's upstream, waits O(drain_seconds) for their requests to finish and stops them.
@@ -350,9 +350,9 @@ class Rollout:
     def start(self, count, serving):
         before = {c.id for c in self.containers()}
         total = len(before) + count
-        self.compose(
-            "up", "--detach", "--no-deps", "--no-recreate", "--scale", f"{self.p['service']}={total}", self.p["service"]
-        )
+        # Not --no-deps: Compose leaves depends_on out of the config hash of containers made that way, and a later
+        # `docker compose up` would recreate them all at once. The dependencies are up already (unchanged).
+        self.compose("up", "--detach", "--no-recreate", "--scale", f"{self.p['service']}={total}", self.p["service"])
         new = [c for c in self.containers() if c.id not in before]
         if len(new) != count:
             raise RolloutFailed(
