@@ -1,5 +1,6 @@
 """Helpers the scenarios' testinfra tests share: hosts by group, running plays, reading their recap."""
 
+import json
 import os
 import re
 import subprocess
@@ -83,3 +84,41 @@ def assert_check_mode_clean(secrets=(), playbook_path="converge.yml"):
     assert set(counts) >= set(hosts("all")), out
     assert all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()), out
     assert not [s for s in secrets if s in out], "a secret value appears in the --check --diff output"
+
+
+LOADGEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "loadgen.py")
+
+
+class Load:
+    """tests/loadgen.py inside lab host `on` for the length of a `with` block: GET `url` (TLS, keep-alive, Host
+    header) from 4 threads; afterwards .result holds its counts, the proof of "zero failed requests"."""
+
+    def __init__(self, on, name, url="https://127.0.0.1/version", host_header="app.lab.test", workers=4):
+        self.on, self.url, self.host_header, self.workers = on, url, host_header, workers
+        self.out, self.stop_file = f"/tmp/loadgen-{name}.json", f"/tmp/loadgen-{name}.stop"
+        self.result = None
+
+    def __enter__(self):
+        # Lab containers are named after their hosts; docker cp and exec -d reach them from here.
+        host(self.on).run(f"rm -f {self.out} {self.stop_file}")
+        subprocess.run(["docker", "cp", LOADGEN, f"{self.on}:/root/loadgen.py"], check=True)
+        subprocess.run(
+            ["docker", "exec", "-d", self.on, "python3", "/root/loadgen.py", "--url", self.url,
+             "--host", self.host_header, "--workers", str(self.workers), "--out", self.out,
+             "--stop-file", self.stop_file],
+            check=True,
+        )  # fmt: skip
+        time.sleep(2)
+        return self
+
+    def __exit__(self, *exc):
+        h = host(self.on)
+        h.run(f"touch {self.stop_file}")
+        assert wait_for(lambda: h.file(self.out).exists, 30)
+        self.result = json.loads(h.file(self.out).content_string)
+
+
+def assert_no_request_failed(load):
+    r = load.result
+    assert r["sent"] > 200, r  # the generator really ran through the whole rollout
+    assert r["failed"] == 0 and r["ok"] == r["sent"], r

@@ -213,6 +213,21 @@ except ImportError:
     docker = None
 
 
+def write_if_changed(path, text):
+    """Write text to path atomically (0644) unless it already holds it; whether it wrote."""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as fh:
+            if fh.read() == text:
+                return False
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return True
+
+
 class RolloutFailed(Exception):
     """A step failed; the message says which container and why."""
 
@@ -316,19 +331,8 @@ class Rollout:
     # --- nginx --------------------------------------------------------------------------------------------------
     def write_upstream(self, names):
         text = upstream_text(names, self.p["port"], self.p["upstream_max_fails"], self.p["upstream_fail_timeout"])
-        path = self.p["upstream_file"]
-        try:
-            with open(path, encoding="utf-8") as fh:
-                if fh.read() == text:
-                    return False
-        except FileNotFoundError:
-            pass
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".upstream.")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        if not write_if_changed(self.p["upstream_file"], text):
+            return False
         self.upstream_changed = True
         self.reload_nginx()
         return True
@@ -407,19 +411,7 @@ class Rollout:
         if not target or os.path.abspath(target) == os.path.abspath(self.definition):
             return False
         with open(self.definition, encoding="utf-8") as fh:
-            text = fh.read()
-        try:
-            with open(target, encoding="utf-8") as fh:
-                if fh.read() == text:
-                    return False
-        except FileNotFoundError:
-            pass
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".compose.")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-        return True
+            return write_if_changed(target, fh.read())
 
 
 def main():

@@ -157,7 +157,8 @@ def compute_rules(services, hostname, host_groups, groups, hostvars):
             sources = set()
             for group in svc.get("from_groups", []):
                 for peer in groups.get(group, []):
-                    sources.update(host_address(peer, hostvars))
+                    if not is_compose_host(peer, hostvars):
+                        sources.update(host_address(peer, hostvars))
             sources.update(str(_network(c)) if "/" in str(c) else str(c) for c in svc.get("from_cidrs", []))
             for src in sources:
                 (rule["sources6"] if _network(src).version == 6 else rule["sources4"]).append(src)
@@ -167,13 +168,29 @@ def compute_rules(services, hostname, host_groups, groups, hostvars):
     return sorted(rules, key=lambda r: r["name"])
 
 
+def is_compose_host(name, hostvars):
+    """A host with deploy_mode compose keeps its services inside its own Compose project (only its nginx is
+    published): other hosts neither reach its services nor are reached by them, so it is left out of their
+    allow-lists, upstreams and scrape targets."""
+    try:
+        hv = hostvars[name]
+    except (KeyError, TypeError):
+        return False
+    try:
+        return str(hv.get("deploy_mode", "vm")) == "compose"
+    except AttributeError:
+        return False
+
+
 def group_addresses(group_names, groups, hostvars):
     """The addresses of every host in the given groups, as host networks (a.b.c.d/32, x::y/128), sorted.
 
-    The same address rules as the firewall (host_address), for allow-lists such as pg_hba.conf.
+    The same address rules as the firewall (host_address), for allow-lists such as pg_hba.conf. Hosts with
+    deploy_mode compose are left out (is_compose_host).
     """
     found = set()
     for group in group_names:
         for peer in groups.get(group, []):
-            found.update(host_address(peer, hostvars))
+            if not is_compose_host(peer, hostvars):
+                found.update(host_address(peer, hostvars))
     return sorted((str(_network(a)) for a in found), key=lambda a: (_network(a).version, _network(a)))

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import re
 
-from ansible_collections.selfhosted.stack.plugins.plugin_utils._firewall import FirewallError, host_address
+from ansible_collections.selfhosted.stack.plugins.plugin_utils._firewall import (
+    FirewallError,
+    host_address,
+    is_compose_host,
+)
 
 JOB_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]*$")
 
@@ -61,7 +65,7 @@ def static_configs(job, groups, hostvars):
     for group in job["groups"]:
         members = [h for members in groups.values() for h in members] if group == "all" else groups.get(group, [])
         for h in members:
-            if h not in hosts:
+            if h not in hosts and not is_compose_host(h, hostvars):  # its own Prometheus scrapes it
                 hosts.append(h)
     out = []
     for h in sorted(hosts):

@@ -111,30 +111,6 @@ def test_stopping_a_worker_lets_the_running_task_finish():
 # tests/loadgen.py runs on the lb host, sending GET /version through nginx (TLS, keep-alive) from 4 threads for the
 # whole rollout; its counts are the proof of "zero failed requests".
 APP_HOSTS = ("app1", "app2", "app-worker")
-LOADGEN = os.path.join(labcheck.SCENARIO_DIR, "..", "..", "tests", "loadgen.py")
-
-
-class Load:
-    def __init__(self, name):
-        self.out, self.stop_file = f"/tmp/loadgen-{name}.json", f"/tmp/loadgen-{name}.stop"
-
-    def __enter__(self):
-        # The lab containers are named after their hosts; docker cp and exec -d reach them from here.
-        labcheck.host(LB).run(f"rm -f {self.out} {self.stop_file}")
-        subprocess.run(["docker", "cp", LOADGEN, f"{LB}:/root/loadgen.py"], check=True)
-        subprocess.run(
-            ["docker", "exec", "-d", LB, "python3", "/root/loadgen.py", "--url", "https://127.0.0.1/version",
-             "--host", "app.lab.test", "--workers", "4", "--out", self.out, "--stop-file", self.stop_file],
-            check=True,
-        )  # fmt: skip
-        time.sleep(2)
-        return self
-
-    def __exit__(self, *exc):
-        lb = labcheck.host(LB)
-        lb.run(f"touch {self.stop_file}")
-        assert wait_for(lambda: lb.file(self.out).exists, 30)
-        self.result = json.loads(lb.file(self.out).content_string)
 
 
 def current(name):
@@ -143,12 +119,6 @@ def current(name):
 
 def history(name):
     return json.loads(labcheck.host(name).file("/opt/app/releases.json").content_string)
-
-
-def assert_no_request_failed(load):
-    r = load.result
-    assert r["sent"] > 200, r  # the generator really ran through the whole rollout
-    assert r["failed"] == 0 and r["ok"] == r["sent"], r
 
 
 def metric_gate(bound):
@@ -166,11 +136,11 @@ def metric_gate(bound):
 
 
 def test_good_deploy_under_load_fails_no_request():
-    with Load("good") as load:
+    with labcheck.Load(LB, "good") as load:
         rc, out = labcheck.playbook("deploy.yml", "-e", "app_release=1.1.0", "-e", metric_gate("< 0.01"))
     assert rc == 0, out
     assert out.count("ok: [app1 -> app-mon]") + out.count("ok: [app2 -> app-mon]") == 2, out  # a gate per batch
-    assert_no_request_failed(load)
+    labcheck.assert_no_request_failed(load)
     assert {name: current(name) for name in APP_HOSTS} == dict.fromkeys(APP_HOSTS, "1.1.0")
     assert set(load.result["versions"]) == {"1.0.0", "1.1.0"}, load.result  # traffic moved over during the run
     assert {json.loads(through_nginx("/version")[1])["version"] for _i in range(6)} == {"1.1.0"}
@@ -190,12 +160,12 @@ def test_good_deploy_under_load_fails_no_request():
 
 def test_bad_release_is_stopped_at_the_canary_and_rolled_back_under_load():
     worker_pid = labcheck.host("app-worker").check_output("systemctl show -p MainPID --value app-worker")
-    with Load("bad") as load:
+    with labcheck.Load(LB, "bad") as load:
         rc, out = labcheck.playbook("deploy.yml", "-e", "app_release=1.1.1")
     assert rc != 0, out
     assert "Deploy FAILED: app1 (switching to 1.1.1): health gate failed for http://127.0.0.1:8000/ready" in out, out
     assert "status 503" in out and "Every switched host is back on its previous release" in out, out
-    assert_no_request_failed(load)
+    labcheck.assert_no_request_failed(load)
     assert "1.1.1" not in load.result["versions"], load.result  # no request ever reached the bad release
     assert {name: current(name) for name in APP_HOSTS} == dict.fromkeys(APP_HOSTS, "1.1.0")
     for name in APP_HOSTS:
@@ -224,10 +194,10 @@ def firing(alertname):
 
 
 def test_rollback_returns_every_host_to_the_previous_good_release_under_load():
-    with Load("rollback") as load:
+    with labcheck.Load(LB, "rollback") as load:
         rc, out = labcheck.playbook("rollback.yml")  # no version named
     assert rc == 0, out
-    assert_no_request_failed(load)
+    labcheck.assert_no_request_failed(load)
     assert {name: current(name) for name in APP_HOSTS} == dict.fromkeys(APP_HOSTS, "1.0.0")
     assert {json.loads(through_nginx("/version")[1])["version"] for _i in range(6)} == {"1.0.0"}
     for name in APP_HOSTS:
@@ -265,11 +235,11 @@ def test_an_interrupted_deploy_is_completed_by_a_second_run():
 
 def test_a_failed_metric_gate_during_the_bake_rolls_the_live_batch_back():
     # The canary passes its health gate and serves; the metric gate (an impossible bound) fails during its bake.
-    with Load("metric") as load:
+    with labcheck.Load(LB, "metric") as load:
         rc, out = labcheck.playbook("deploy.yml", "-e", "app_release=1.0.0", "-e", metric_gate("< -1"))
     assert rc != 0, out
     assert "app1 (baking app1)" in out and "metric gate failed" in out and "5xx ratio = 0, bound < -1" in out, out
-    assert_no_request_failed(load)
+    labcheck.assert_no_request_failed(load)
     assert {name: current(name) for name in APP_HOSTS} == dict.fromkeys(APP_HOSTS, "1.1.0")
     assert labcheck.host(LB).file("/etc/nginx/selfhosted-drained.json").content_string.strip() == "[]"
 

@@ -180,3 +180,15 @@ def test_host_without_default_route_uses_its_first_global_address():
     assert host_address("h", {"h": {"ansible_facts": facts}}) == ["10.1.2.3"]
     v6 = {"all_ipv4_addresses": [], "all_ipv6_addresses": ["fe80::1", "2001:db8::7"]}
     assert host_address("h", {"h": {"ansible_facts": v6}}) == ["2001:db8::7"]
+
+
+def test_compose_hosts_are_left_out_of_other_hosts_allow_lists():
+    from ansible_collections.selfhosted.stack.plugins.plugin_utils._firewall import group_addresses, is_compose_host
+
+    groups = {**GROUPS, "app": ["app1", "app2", "dock1"], "all": [*GROUPS["all"], "dock1"]}
+    hostvars = {**HOSTVARS, "dock1": {"ansible_host": "192.0.2.99", "deploy_mode": "compose"}}
+    assert is_compose_host("dock1", hostvars) and not is_compose_host("app1", hostvars)
+    assert not is_compose_host("unknown", hostvars)
+    assert "192.0.2.99/32" not in group_addresses(["app"], groups, hostvars)
+    rules = rules_for("db1", groups=groups, hostvars=hostvars)
+    assert "192.0.2.99" not in rules["postgresql"]["sources4"], rules["postgresql"]

@@ -55,3 +55,11 @@ def test_bad_jobs_name_the_variable(job, message):
 
 def test_duplicate_job_names():
     assert check_jobs([JOBS[0], JOBS[0]]) == ["prometheus_scrape_jobs[1].name 'node' is used twice"]
+
+
+def test_compose_hosts_are_scraped_by_their_own_prometheus_not_this_one():
+    groups = {**GROUPS, "app": ["app1", "app2", "dock1"], "all": [*GROUPS["all"], "dock1"]}
+    hostvars = {**HOSTVARS, "dock1": {"ansible_host": "10.0.0.99", "deploy_mode": "compose"}}
+    cfg = {c["job_name"]: c for c in scrape_configs(JOBS, groups, hostvars)}
+    instances = [t["labels"]["instance"] for job in cfg.values() for t in job["static_configs"]]
+    assert not [i for i in instances if i.startswith("dock1")], instances
