@@ -7,6 +7,8 @@ from ansible_collections.selfhosted.stack.plugins.plugin_utils._rollout import (
     RolloutError,
     back_batches,
     batches,
+    canary_weights,
+    traffic_steps_problems,
     zero_downtime_problems,
 )
 
@@ -26,10 +28,23 @@ def rollout_downtime_problems(forward, upstreams, already_out=None):
     return zero_downtime_problems(forward, upstreams, already_out or [])
 
 
+def rollout_canary_weights(canary, others, percent):
+    try:
+        return canary_weights(canary, others, percent)
+    except RolloutError as exc:
+        raise AnsibleFilterError(str(exc)) from exc
+
+
+def rollout_traffic_steps_problems(steps, variable="rollout_traffic_steps"):
+    return traffic_steps_problems(steps, variable)
+
+
 class FilterModule:
     def filters(self):
         return {
             "rollout_batches": rollout_batches,
             "rollout_back_batches": rollout_back_batches,
             "rollout_downtime_problems": rollout_downtime_problems,
+            "rollout_canary_weights": rollout_canary_weights,
+            "rollout_traffic_steps_problems": rollout_traffic_steps_problems,
         }

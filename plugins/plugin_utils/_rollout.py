@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 
@@ -69,6 +70,44 @@ def zero_downtime_problems(forward, upstreams, already_out=()):
         if upstreams and not upstreams - set(batch) - set(already_out):
             problems.append(f"batch {i + 1} ({', '.join(batch)}) would take every web host out of rotation")
     return problems
+
+
+def traffic_steps_problems(steps, variable="rollout_traffic_steps"):
+    """Why a list of canary traffic shares (percent) is unusable; [] when it is fine."""
+    if not isinstance(steps, (list, tuple)):
+        return [f"{variable} must be a list of percentages, e.g. [10, 50, 100]"]
+    problems = []
+    values = []
+    for step in steps:
+        text = str(step).strip().rstrip("%")
+        if not re.match(r"^[0-9]+$", text) or not 1 <= int(text) <= 100:
+            problems.append(f"{variable}: {step!r} is not a whole percentage from 1 to 100")
+        else:
+            values.append(int(text))
+    if not problems and values != sorted(set(values)):
+        problems.append(f"{variable} must rise step by step without repeats (got {list(steps)})")
+    return problems
+
+
+def canary_weights(canary, others, percent):
+    """nginx upstream weights that send `percent` of the requests to the hosts of `canary` (each host equally)
+    and the rest to `others`: {host: weight}, the smallest whole numbers. At 100 the others are not in the map
+    (they are taken out of rotation instead); a host in both lists counts as canary."""
+    percent = int(str(percent).rstrip("%"))
+    if not 1 <= percent <= 100:
+        raise RolloutError(f"a canary share must be a percentage from 1 to 100 (got {percent})")
+    canary = list(dict.fromkeys(canary))
+    others = [h for h in dict.fromkeys(others) if h not in canary]
+    if not canary:
+        raise RolloutError("a canary needs at least one host")
+    if percent == 100 or not others:
+        return {h: 1 for h in canary}
+    # share = k*w_new / (k*w_new + m*w_old) = percent/100 with w_new = percent*m, w_old = (100-percent)*k
+    w_new, w_old = percent * len(others), (100 - percent) * len(canary)
+    g = math.gcd(w_new, w_old)
+    weights = {h: w_new // g for h in canary}
+    weights.update({h: w_old // g for h in others})
+    return weights
 
 
 def fleet_state(hosts):

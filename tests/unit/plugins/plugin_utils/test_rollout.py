@@ -1,12 +1,17 @@
 """Rollout batches (serial-like sizes), rollback order and the zero-downtime check."""
 
+import math
+from fractions import Fraction
+
 import pytest
 from ansible_collections.selfhosted.stack.plugins.plugin_utils._rollout import (
     RolloutError,
     back_batches,
     batch_sizes,
     batches,
+    canary_weights,
     fleet_state,
+    traffic_steps_problems,
     zero_downtime_problems,
 )
 from hypothesis import given
@@ -70,3 +75,61 @@ def test_fleet_state():
         ["1.0", "1.1", "none"],
         {"1.0": ["b"], "1.1": ["a"], "none": ["c"]},
     )
+
+
+def test_canary_weights_examples():
+    assert canary_weights(["app1"], ["app2", "app3"], 10) == {"app1": 2, "app2": 9, "app3": 9}
+    assert canary_weights(["app1"], ["app2"], 50) == {"app1": 1, "app2": 1}
+    assert canary_weights(["app1", "app2"], ["app3", "app4"], "50%") == {h: 1 for h in ["app1", "app2", "app3", "app4"]}
+    # at 100 the others are left out (the rollout takes them out of rotation)
+    assert canary_weights(["app1"], ["app2", "app3"], 100) == {"app1": 1}
+    # a host in both lists is a canary
+    assert canary_weights(["app1"], ["app1", "app2"], 10) == {"app1": 1, "app2": 9}
+
+
+@pytest.mark.parametrize("percent", [0, 101, "x", -5])
+def test_canary_weights_refuse_bad_shares(percent):
+    with pytest.raises((RolloutError, ValueError)):
+        canary_weights(["a"], ["b"], percent)
+
+
+def test_canary_weights_need_a_canary():
+    with pytest.raises(RolloutError, match="at least one host"):
+        canary_weights([], ["b"], 10)
+
+
+@given(
+    canary=st.integers(min_value=1, max_value=6),
+    others=st.integers(min_value=0, max_value=6),
+    percent=st.integers(min_value=1, max_value=100),
+)
+def test_canary_weights_give_exactly_the_share(canary, others, percent):
+    new = [f"n{i}" for i in range(canary)]
+    old = [f"o{i}" for i in range(others)]
+    w = canary_weights(new, old, percent)
+    assert all(isinstance(v, int) and v >= 1 for v in w.values())
+    total = sum(w.values())
+    share = Fraction(sum(w[h] for h in new), total)
+    expected = Fraction(100 if (percent == 100 or not old) else percent, 100)
+    assert share == expected
+    # the canary hosts share their part equally, and so do the others
+    assert len({w[h] for h in new}) == 1
+    assert len({w[h] for h in old if h in w}) <= 1
+    # the smallest such numbers
+    assert math.gcd(*w.values()) == 1
+
+
+def test_traffic_steps_problems():
+    assert traffic_steps_problems([10, 50, 100]) == []
+    assert traffic_steps_problems(["10%", "50%"]) == []
+    assert traffic_steps_problems([]) == []
+    assert traffic_steps_problems([50, 10]) == [
+        "rollout_traffic_steps must rise step by step without repeats (got [50, 10])"
+    ]
+    assert traffic_steps_problems([10, 10]) != []
+    assert "0 is not a whole percentage" in traffic_steps_problems([0])[0]
+    assert "'abc' is not a whole percentage" in traffic_steps_problems(["abc"])[0]
+    assert traffic_steps_problems([10, 150]) != []
+    assert traffic_steps_problems("10,50") == [
+        "rollout_traffic_steps must be a list of percentages, e.g. [10, 50, 100]"
+    ]
