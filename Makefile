@@ -43,6 +43,11 @@ DEMO_APP := .cache/demo-app
 demo-app: venv ## build the demo app's wheels (good 1.0.0, 1.1.0; broken 1.1.1) and an offline wheelhouse
 	PYTHON=$(BIN)/python examples/demo-app/build.sh $(DEMO_APP)
 
+NODE_APP := .cache/node-app
+.PHONY: node-app
+node-app: ## build the demo Node.js app's release archives (good 1.0.0, 1.1.0; broken 1.1.1)
+	examples/node-app/build.sh $(NODE_APP)
+
 .PHONY: lab
 lab: ## Docker engine, Compose v2 plugin, Debian 12/13 systemd images (idempotent)
 	lab/lab.sh all
@@ -54,13 +59,30 @@ demo: venv lab demo-app ## bring up the lab hosts of inventories/lab and deploy 
 	ansible-playbook -i inventories/lab playbooks/site.yml
 	@ansible-playbook lab/summary.yml
 
+# The reference stacks (inventories/examples/NAME): their own lab hosts, network and published port.
+EXAMPLES := $(sort $(notdir $(wildcard inventories/examples/*)))
+.PHONY: examples
+examples: ## list the reference stacks (make example-NAME brings one up, example-down-NAME removes it)
+	@for e in $(EXAMPLES); do printf '%-18s %s\n' "$$e" "$$(sed -n '2s/^# //p' inventories/examples/$$e/hosts.yml)"; done
+
+.PHONY: example-down-%
+example-down-%: venv ## remove the lab hosts of one reference stack (make example-down-node-canary)
+	ansible-playbook -i inventories/examples/$* lab/down.yml -e lab_scope=example-$* -e lab_network=selfhosted-ex-$*
+
+.PHONY: example-%
+example-%: venv lab demo-app node-app ## bring up one reference stack in the lab with site.yml (make example-node-canary)
+	@test -d inventories/examples/$* || { echo "no such example: $* (make examples lists them)"; exit 2; }
+	ansible-playbook -i inventories/examples/$* lab/up.yml -e lab_scope=example-$* -e lab_network=selfhosted-ex-$*
+	ansible-playbook -i inventories/examples/$* playbooks/site.yml
+	@echo "$*: up. nginx: $$(grep -o '127.0.0.1:[0-9]*:443' inventories/examples/$*/hosts.yml | head -1 | sed 's/:443$$//; s|^|https://|')"
+
 .PHONY: demo-down
 demo-down: venv ## remove the demo's lab hosts
 	ansible-playbook lab/down.yml
 
 # ------------------------------------------------------------------------------------------ test
 .PHONY: test
-test: venv lab ## everything: lint, sanity, unit, every Molecule scenario; summary line at the end
+test: venv lab demo-app node-app ## everything: lint, sanity, unit, every Molecule scenario; summary line at the end
 	tests/run-suite.sh lint sanity unit $(addprefix molecule-,$(SCENARIOS))
 
 .PHONY: lint
@@ -91,15 +113,15 @@ unit: venv ## pytest unit tests of the plugins
 	pytest -q tests/unit
 
 .PHONY: molecule
-molecule: venv lab demo-app ## every Molecule scenario
+molecule: venv lab demo-app node-app ## every Molecule scenario
 	tests/run-suite.sh $(addprefix molecule-,$(SCENARIOS))
 
 .PHONY: molecule-%
-molecule-%: venv lab demo-app ## one scenario, whole sequence (make molecule-common)
+molecule-%: venv lab demo-app node-app ## one scenario, whole sequence (make molecule-common)
 	molecule test -s $*
 
 .PHONY: converge-%
-converge-%: venv lab demo-app ## one scenario, create + converge only, hosts kept (make converge-common)
+converge-%: venv lab demo-app node-app ## one scenario, create + converge only, hosts kept (make converge-common)
 	molecule converge -s $*
 
 .PHONY: verify-%

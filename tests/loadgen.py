@@ -5,7 +5,8 @@
 Sends GET requests from --workers threads, each on its own keep-alive connection (reconnecting after an error or a
 close), until SIGTERM/SIGINT or --stop-file appears, then writes a JSON summary to --out: requests sent, ok and
 failed, failures by reason (status or exception), the JSON "version" field of the answers counted by value, and
-the first and last time each version was seen. A request fails when the status is not 2xx or no answer comes.
+the first and last time each version was seen, and a timeline: per whole second (Unix time), the answers counted by
+version ("-" for none) and the failures. A request fails when the status is not 2xx or no answer comes.
 
 Like browsers and Go's HTTP client (RFC 9112, 9.3.1), a GET that finds its reused keep-alive connection closed by
 the server before any answer (the server closed it while idle, e.g. on a graceful nginx reload) is sent again once
@@ -37,6 +38,7 @@ class Stats:
         self.last_seen = {}
         self.samples = []
         self.retried_stale = 0
+        self.timeline = {}
 
     def record(self, ok, reason, version):
         now = time.time()
@@ -49,6 +51,10 @@ class Stats:
                 self.failures[reason] += 1
                 if len(self.samples) < 20:
                     self.samples.append({"at": now, "reason": reason})
+            second = self.timeline.setdefault(str(int(now)), {"failed": 0, "versions": Counter()})
+            second["versions"][version or "-"] += 1
+            if not ok:
+                second["failed"] += 1
             if version:
                 self.versions[version] += 1
                 self.first_seen.setdefault(version, now)
@@ -147,6 +153,9 @@ def main():
         "versions": dict(stats.versions),
         "first_seen": stats.first_seen,
         "last_seen": stats.last_seen,
+        "timeline": {
+            sec: {"failed": v["failed"], "versions": dict(v["versions"])} for sec, v in stats.timeline.items()
+        },
     }
     tmp = args.out + ".tmp"
     with open(tmp, "w") as fh:

@@ -11,7 +11,8 @@ py=${PYTHON:-python3}
 
 build() { # version broken
   local version=$1 broken=$2 wheel="$out/selfhosted_demo_app-$1-py3-none-any.whl"
-  [ -f "$wheel" ] && return 0
+  # Built already, and no source newer than the wheel.
+  [ -f "$wheel" ] && [ -z "$(find "$here/src" "$here/pyproject.toml" -newer "$wheel" -type f ! -name _build.py ! -path '*/__pycache__/*')" ] && return 0
   local src
   src=$(mktemp -d)
   cp -r "$here/pyproject.toml" "$here/src" "$src/"
@@ -32,7 +33,8 @@ if [ ! -f "$out/wheelhouse/.complete" ]; then
       --implementation cp --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
       --platform manylinux_2_28_x86_64 --platform any "$out/selfhosted_demo_app-1.0.0-py3-none-any.whl" >/dev/null
   done
-  cp "$out"/selfhosted_demo_app-*.whl "$out/wheelhouse/"
   touch "$out/wheelhouse/.complete"
   echo "wheelhouse: $(find "$out/wheelhouse" -name "*.whl" | wc -l) wheels"
 fi
+# The demo app's own wheels, as built now.
+cp -p "$out"/selfhosted_demo_app-*.whl "$out/wheelhouse/"

@@ -30,12 +30,13 @@ def test_vault_values_decrypt(inventory):
     assert hostvars["vault_postgresql_app_password"] == "change-me-app-db-password"
 
 
-def test_firewall_of_example_hosts(inventory):
+def test_firewall_of_example_hosts(inventory, render_services):
     groups = groups_of(inventory)
     groups["all"] = sorted(inventory["_meta"]["hostvars"])
     hostvars = inventory["_meta"]["hostvars"]
     with open("roles/_common/defaults/main.yml") as fh:
         services = yaml.safe_load(fh)["common_firewall_services"]
+    services = render_services(services)  # the app entry's ports: app_port 8000, one instance (the example's)
 
     def rules(host):
         member = [g for g, hosts in groups.items() if host in hosts and g != "all"]

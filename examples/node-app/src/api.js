@@ -9,7 +9,9 @@ const os = require('node:os');
 const build = require('./build');
 const redis = require('./redis');
 
-const PORT = Number(process.env.PORT || 3000);
+// --port N (several instances per host: app_web_command "node src/api.js --port {port}") or PORT.
+const portArg = process.argv.indexOf('--port');
+const PORT = Number(portArg > 0 ? process.argv[portArg + 1] : process.env.PORT || 3000);
 const INSTANCE = `${os.hostname()}:${PORT}`;
 const PREFIX = process.env.QUEUE_PREFIX || 'q';
 const QUEUE_NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -139,6 +141,9 @@ async function route(req, res) {
   if (req.method === 'GET' && (p === '/ready' || p === '/api/v1/readiness')) {
     const r = await readiness();
     return send(res, r.ok ? 200 : 503, { ready: r.ok, checks: r.checks, version: build.version });
+  }
+  if (build.failing && (p === '/version' || p.startsWith('/api/'))) {
+    return send(res, 500, { error: 'built failing on purpose (rollout tests)', version: build.version });
   }
   if (req.method === 'GET' && (p === '/version' || p === '/api/version')) {
     return send(res, 200, { version: build.version, instance: INSTANCE });

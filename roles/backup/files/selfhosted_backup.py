@@ -23,6 +23,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import resource
 import shutil
 import socket
@@ -643,6 +644,144 @@ def cmd_restore(cfg, args):
     )
 
 
+def aof_off_execstart(execstart):
+    """The redis-server command line of a systemd ExecStart= (as `systemctl show -p ExecStart --value` prints it,
+    or a plain command line), with --appendonly no added: Redis with AOF on ignores an RDB file at start, so a
+    restored snapshot must be loaded with AOF off first."""
+    text = execstart.strip()
+    match = re.search(r"argv\[\]=(.*?)\s*;\s*ignore_errors", text)
+    if match:
+        text = match.group(1)
+    if not text or "redis-server" not in text.split()[0]:
+        raise BackupError(f"cannot read the redis-server command from ExecStart {execstart.strip()[:300]!r}")
+    return f"{text} --appendonly no"
+
+
+def redis_config(cfg, name):
+    lines = redis_cli(cfg, "CONFIG", "GET", name).splitlines()
+    return lines[1] if len(lines) > 1 else ""
+
+
+def wait_redis(cfg, predicate, what, timeout=300):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = parse_info(redis_cli(cfg, "INFO", "persistence"))
+            if predicate(last):
+                return last
+        except BackupError as exc:
+            last = str(exc)
+        time.sleep(0.5)
+    raise BackupError(f"redis: {what} did not happen within {timeout} s (last: {last})")
+
+
+def redis_keys(cfg):
+    return sum(
+        int(v.split("keys=")[1].split(",")[0])
+        for k, v in parse_info(redis_cli(cfg, "INFO", "keyspace")).items()
+        if k.startswith("db") and "keys=" in v
+    )
+
+
+def systemctl(*args):
+    proc = run_cmd(["systemctl", *args])
+    if proc.returncode != 0:
+        raise BackupError(f"systemctl {' '.join(args)} failed: {(proc.stdout + proc.stderr).strip()[-500:]}")
+    return proc.stdout
+
+
+def restore_redis(cfg, store, bid, manifest, unit="redis-server.service"):
+    """Replace Redis' data with the snapshot of backup `bid`. The current data files are moved aside (kept under
+    <dir>/pre-restore-<id>-<time>/), never deleted; on a failure they are put back and Redis started again."""
+    data_dir = redis_config(cfg, "dir") or "/var/lib/redis"
+    rdb_name = redis_config(cfg, "dbfilename") or "dump.rdb"
+    aof_dir = redis_config(cfg, "appenddirname") or "appendonlydir"
+    aof_on = redis_config(cfg, "appendonly") == "yes"
+    keys_before = redis_keys(cfg)
+    execstart = systemctl("show", "-p", "ExecStart", "--value", unit)
+    dropin_dir = f"/run/systemd/system/{unit}.d"
+    dropin = os.path.join(dropin_dir, "selfhosted-restore.conf")
+    aside = os.path.join(data_dir, f"pre-restore-{bid}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    moved = []
+    with tempfile.TemporaryDirectory(prefix="selfhosted-restore-", dir=cfg["local_dir"]) as tmp:
+        paths = fetch_verified(store, bid, manifest, ["dump.rdb"], tmp)
+        check = run_cmd(["redis-check-rdb", paths["dump.rdb"]])
+        if check.returncode != 0 or "RDB looks OK" not in check.stdout + check.stderr:
+            raise BackupError(f"redis-check-rdb rejects the snapshot: {(check.stdout + check.stderr).strip()[-500:]}")
+        command = aof_off_execstart(execstart) if aof_on else None
+        log(f"redis: stopping {unit} ({keys_before} keys now); its files go to {aside}")
+        systemctl("stop", unit)
+        try:
+            os.makedirs(aside, mode=0o750)
+            shutil.chown(aside, "redis", "redis")
+            for name in (rdb_name, aof_dir):
+                if os.path.exists(os.path.join(data_dir, name)):
+                    os.rename(os.path.join(data_dir, name), os.path.join(aside, name))
+                    moved.append(name)
+            target = os.path.join(data_dir, rdb_name)
+            shutil.copyfile(paths["dump.rdb"], target + ".restoring")
+            os.chmod(target + ".restoring", 0o660)
+            shutil.chown(target + ".restoring", "redis", "redis")
+            os.rename(target + ".restoring", target)
+            if aof_on:
+                # Start once with AOF off (an AOF would win over the snapshot), then turn AOF on: Redis writes a
+                # new AOF from the loaded data; the drop-in goes before anything else can restart Redis.
+                os.makedirs(dropin_dir, exist_ok=True)
+                write_atomic(dropin, f"[Service]\nExecStart=\nExecStart={command}\n")
+                systemctl("daemon-reload")
+                systemctl("start", unit)
+                os.remove(dropin)
+                systemctl("daemon-reload")
+                wait_redis(cfg, lambda i: i.get("loading") == "0", "loading the snapshot")
+                redis_cli(cfg, "CONFIG", "SET", "appendonly", "yes")
+                wait_redis(
+                    cfg,
+                    lambda i: (
+                        i.get("aof_enabled") == "1"
+                        and i.get("aof_rewrite_in_progress") == "0"
+                        and i.get("aof_rewrite_scheduled") == "0"
+                        and i.get("aof_last_bgrewrite_status") == "ok"
+                    ),
+                    "writing the new AOF",
+                )
+            else:
+                systemctl("start", unit)
+                wait_redis(cfg, lambda i: i.get("loading") == "0", "loading the snapshot")
+        except Exception as exc:
+            log(f"redis: restore failed ({exc}); putting the previous data back")
+            with contextlib.suppress(Exception):
+                os.remove(dropin)
+                systemctl("daemon-reload")
+            with contextlib.suppress(Exception):
+                systemctl("stop", unit)
+                for name in (rdb_name, aof_dir):
+                    current = os.path.join(data_dir, name)
+                    if name in moved:
+                        if os.path.isdir(current):
+                            shutil.rmtree(current)
+                        elif os.path.exists(current):
+                            os.remove(current)
+                        os.rename(os.path.join(aside, name), current)
+                systemctl("start", unit)
+            raise
+    keys_after = redis_keys(cfg)
+    log(f"redis: restored backup {bid}: {keys_after} keys (were {keys_before}); the previous files are in {aside}")
+    return {"keys_before": keys_before, "keys_after": keys_after, "aof": aof_on, "previous_files": aside}
+
+
+def cmd_restore_redis(cfg, args):
+    if "redis" not in cfg["sets"]:
+        raise BackupError("this host backs up no Redis (backup_redis_enabled is false here)")
+    store = store_for(cfg, "redis", args.source)
+    chosen = choose_backup(store, args.backup)
+    manifest = store.manifest(chosen.id)
+    clock = time.monotonic()
+    result = restore_redis(cfg, store, chosen.id, manifest, args.unit)
+    result.update({"backup": chosen.id, "backup_time": manifest["time"], "seconds": round(time.monotonic() - clock, 3)})
+    print(json.dumps(result))
+
+
 def smoke_value(output, query):
     try:
         return float(output.strip().splitlines()[0]) if output.strip() else None
@@ -725,6 +864,10 @@ def parser():
     rst.add_argument("--backup")
     rst.add_argument("--source", choices=["s3", "local"], default="local")
     rst.add_argument("--force", action="store_true")
+    rrd = sub.add_parser("restore-redis", help="replace Redis' data with a snapshot (current files kept aside)")
+    rrd.add_argument("--backup")
+    rrd.add_argument("--source", choices=["s3", "local"], default="local")
+    rrd.add_argument("--unit", default="redis-server.service")
     drl = sub.add_parser("drill", help="restore drill into a scratch database")
     drl.add_argument("--source", choices=["s3", "local"])
     sub.add_parser("init", help="first metrics of a new host")
@@ -735,7 +878,14 @@ def main(argv=None):
     args = parser().parse_args(argv)
     cfg = load_json(args.config)
     cfg.setdefault("host", socket.gethostname())
-    handlers = {"run": cmd_run, "list": cmd_list, "restore": cmd_restore, "drill": cmd_drill, "init": cmd_init}
+    handlers = {
+        "run": cmd_run,
+        "list": cmd_list,
+        "restore": cmd_restore,
+        "restore-redis": cmd_restore_redis,
+        "drill": cmd_drill,
+        "init": cmd_init,
+    }
     try:
         with contextlib.suppress(BrokenPipeError), open(LOCK, "w") as lock:
             if args.command != "list":

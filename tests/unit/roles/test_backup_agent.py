@@ -172,3 +172,25 @@ def test_unknown_set_is_refused(tmp_path, monkeypatch):
     cfg = {"sets": {"postgresql": {}}, "local_dir": str(tmp_path)}
     with pytest.raises(agent.BackupError, match=r"unknown backup sets \['mysql'\]"):
         agent.cmd_run(cfg, types.SimpleNamespace(sets=["mysql"], databases=None, no_rotate=False))
+
+
+def test_aof_off_execstart_from_systemctl_show():
+    shown = (
+        "{ path=/usr/bin/redis-server ; argv[]=/usr/bin/redis-server /etc/redis/redis.conf --supervised systemd "
+        "--daemonize no ; ignore_errors=no ; start_time=[n/a] ; stop_time=[n/a] ; pid=0 ; code=(null) ; status=0/0 }"
+    )
+    assert agent.aof_off_execstart(shown) == (
+        "/usr/bin/redis-server /etc/redis/redis.conf --supervised systemd --daemonize no --appendonly no"
+    )
+
+
+def test_aof_off_execstart_plain_command():
+    assert agent.aof_off_execstart("/usr/bin/redis-server /etc/redis/redis.conf\n") == (
+        "/usr/bin/redis-server /etc/redis/redis.conf --appendonly no"
+    )
+
+
+@pytest.mark.parametrize("execstart", ["", "{ path=/bin/sh ; argv[]=/bin/sh -c true ; ignore_errors=no }"])
+def test_aof_off_execstart_refuses_what_is_not_redis(execstart):
+    with pytest.raises(agent.BackupError, match="cannot read the redis-server command"):
+        agent.aof_off_execstart(execstart)

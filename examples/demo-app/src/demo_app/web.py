@@ -40,11 +40,13 @@ def _count(response):
 
 
 @app.get("/health")
+@app.get("/api/v1/health")
 def health():
     return jsonify(status="ok", version=_build.VERSION)
 
 
 @app.get("/ready")
+@app.get("/api/v1/readiness")
 def ready():
     checks = {}
     if _build.BROKEN:

@@ -121,12 +121,30 @@ def test_duplicate_names_and_ssh_settings():
     assert any("'nope' is not an IP address" in p for p in problems)
 
 
-def test_default_services_of_the_role_are_valid():
+def test_default_services_of_the_role_are_valid(render_services):
     import yaml
 
     with open("roles/_common/defaults/main.yml") as fh:
         defaults = yaml.safe_load(fh)
-    assert service_problems(defaults["common_firewall_services"], defaults["common_firewall_ssh_port"]) == []
+    for hostvars in ({}, {"app_port": 3000, "app_instances": 3}):
+        services = render_services(defaults["common_firewall_services"], **hostvars)
+        assert service_problems(services, defaults["common_firewall_ssh_port"]) == []
+
+
+def test_the_app_entry_follows_app_port_and_instances(render_services):
+    import yaml
+
+    with open("roles/_common/defaults/main.yml") as fh:
+        defaults = yaml.safe_load(fh)
+
+    def ports(**hostvars):
+        return next(s for s in render_services(defaults["common_firewall_services"], **hostvars) if s["name"] == "app")[
+            "ports"
+        ]
+
+    assert ports() == [8000]
+    assert ports(app_port=3000) == [3000]
+    assert ports(app_port=3000, app_instances=2) == [3000, 3001]
 
 
 def test_compute_rules_refuses_invalid_services():

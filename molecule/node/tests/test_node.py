@@ -1,0 +1,337 @@
+"""The node-websocket reference stack end to end, and node-canary's rollout on the same hosts.
+
+Order matters: the idle WebSocket client starts first and is checked last (it must outlive nginx's default 60 s
+proxy timeout); the deploys come after the checks of the converged stack.
+"""
+
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+
+import labcheck
+import pytest
+
+LB, DATA, OPS = "nws-lb1", "nws-data1", "nws-ops1"
+APIS = ["nws-api1", "nws-api2", "nws-api3"]
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
+CANARY_VARS = os.path.join(ROOT, "inventories", "examples", "node-canary", "group_vars", "all", "rollout.yml")
+SECRETS = [
+    "lab-nws-pg-api-K3v9Qm",
+    "lab-nws-redis-api-P8w2Ld",
+    "lab-nws-redis-admin-T4x7Hc",
+    "lab-nws-backup-secret-R6p1Zs",
+]
+IDLE_SECONDS = 70  # longer than nginx's default proxy_read_timeout (60 s)
+
+
+def lb(cmd):
+    return labcheck.host(LB).check_output(cmd)
+
+
+def get(path, method="GET", data=None):
+    """A request through nginx on the lb host; returns (status, parsed JSON body or text)."""
+    body = f"-H 'Content-Type: application/json' -d '{json.dumps(data)}'" if data is not None else ""
+    out = lb(
+        f"curl -sk -o /tmp/body -w '%{{http_code}}' -X {method} {body} https://127.0.0.1{path}; echo; cat /tmp/body"
+    )
+    status, _sep, text = out.partition("\n")
+    try:
+        return int(status), json.loads(text)
+    except ValueError:
+        return int(status), text
+
+
+def redis(*args):
+    cmd = " ".join(["redis-cli", "--no-auth-warning", "-a", "lab-nws-redis-admin-T4x7Hc", *args])
+    return labcheck.host(DATA).check_output(cmd)
+
+
+def psql(sql):
+    return labcheck.host(DATA).check_output(f'runuser -u postgres -- psql -XAtq -d api -c "{sql}"')
+
+
+def release_of(host):
+    return labcheck.host(host).check_output("readlink /opt/api/current").rstrip("/").split("/")[-1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def idle_websocket():
+    """An idle WebSocket client on the lb for the whole module; test_zz_* reads its result."""
+    subprocess.run(["docker", "cp", os.path.join(HERE, "wsclient.py"), f"{LB}:/root/wsclient.py"], check=True)
+    labcheck.host(LB).run("rm -f /tmp/ws-idle.json")
+    subprocess.run(
+        ["docker", "exec", "-d", LB, "python3", "/root/wsclient.py", "--idle", str(IDLE_SECONDS), "--out",
+         "/tmp/ws-idle.json"],
+        check=True,
+    )  # fmt: skip
+    yield
+
+
+# ------------------------------------------------------------------------------------------------ the stack
+def test_requests_through_nginx_reach_every_api_instance():
+    instances = {get("/version")[1]["instance"] for _i in range(30)}
+    assert instances == {f"{h}:3000" for h in APIS}, instances
+
+
+def test_node_from_debian_and_npm_ci_per_release():
+    for h in APIS:
+        host = labcheck.host(h)
+        assert host.package("nodejs").is_installed and host.package("npm").is_installed
+        unit = host.check_output("systemctl cat api-web@3000.service")
+        assert "ExecStart=/usr/bin/env node src/api.js" in unit and "WorkingDirectory=/opt/api/current/app" in unit
+        assert host.file("/opt/api/releases/1.0.0/.installed").exists  # npm ci --omit=dev ran once
+        assert host.file("/opt/api/releases/1.0.0/app/package-lock.json").exists
+        assert host.service("api-web@3000.service").is_running
+        # The process runs as the app's user from the release's code directory.
+        assert host.check_output("ps -o user= -C node").split()[0] == "api"
+
+
+def test_jobs_reach_the_worker_with_per_queue_concurrency():
+    started = time.time()
+    ids = [get("/api/queues/notifications/jobs", "POST", {"ms": 1500})[1]["id"] for _i in range(8)]
+    exports = [get("/api/queues/exports/jobs", "POST", {"ms": 300})[1]["id"] for _i in range(3)]
+
+    def done():
+        return all(get(f"/api/queues/notifications/jobs/{i}")[1].get("done") for i in ids) and all(
+            get(f"/api/queues/exports/jobs/{i}")[1].get("done") for i in exports
+        )
+
+    assert labcheck.wait_for(done, 60, 0.5)
+    results = [get(f"/api/queues/notifications/jobs/{i}")[1]["result"] for i in ids]
+    assert {r["by"] for r in results} == {DATA}
+    assert {r["slot"] for r in results} == {0, 1, 2, 3}  # notifications: 4 at a time
+    assert {get(f"/api/queues/exports/jobs/{i}")[1]["result"]["slot"] for i in exports} == {0}  # exports: 1
+    # 8 jobs of 1.5 s with 4 at a time take about 3 s, not 12 s.
+    finished = max(r["finished_at"] for r in results)
+    assert finished - started < 9, finished - started
+
+
+def test_websocket_upgrade_through_nginx():
+    out = lb("python3 /root/wsclient.py")
+    r = json.loads(out)
+    assert "error" not in r, r
+    assert r["status"] == 101 and r["headers"]["upgrade"].lower() == "websocket", r
+    assert r["greeting"]["hello"] in {f"{h}:3000" for h in APIS}
+    assert r["echo"] == {"echo": "ping after idle", "instance": r["greeting"]["hello"]}
+    conf = lb("cat /etc/nginx/nginx.conf")
+    ws = conf[conf.index("location /ws {") :].split("}", 1)[0]
+    assert "proxy_read_timeout 3600s;" in ws and "proxy_set_header Upgrade $http_upgrade;" in ws
+    assert "proxy_buffering off;" in ws
+    # Plain requests keep upstream keep-alive: the map gives an empty Connection header without Upgrade.
+    assert "map $http_upgrade $connection_upgrade" in conf
+
+
+def test_redis_keeps_writes_with_aof_through_a_crash():
+    assert redis("CONFIG GET appendonly").split() == ["appendonly", "yes"]
+    redis("SET aof:probe survived")
+    time.sleep(1.5)  # appendfsync everysec
+    host = labcheck.host(DATA)
+    host.check_output("systemctl kill -s KILL redis-server.service")
+    assert labcheck.wait_for(
+        lambda: host.run("redis-cli -a lab-nws-redis-admin-T4x7Hc --no-auth-warning ping").stdout.strip() == "PONG", 30
+    )
+    assert redis("GET aof:probe").strip() == "survived"
+
+
+def test_prometheus_scrapes_the_api_instances():
+    def targets():
+        out = labcheck.host(OPS).check_output("curl -s http://127.0.0.1:9090/api/v1/targets?state=active")
+        return [t for t in json.loads(out)["data"]["activeTargets"] if t["labels"]["job"] == "app"]
+
+    assert labcheck.wait_for(lambda: len([t for t in targets() if t["health"] == "up"]) == 3, 60, 2), targets()
+    rules = json.loads(labcheck.host(OPS).check_output("curl -s http://127.0.0.1:9090/api/v1/rules"))
+    names = {r["name"] for g in rules["data"]["groups"] for r in g["rules"]}
+    assert {"InstanceDown", "HighErrorRate", "HighLatencyP95", "RedisDown", "BackupTooOld"} <= names
+
+
+def test_backups_land_in_s3_and_recover_restores_both():
+    host = labcheck.host(DATA)
+    psql("CREATE TABLE IF NOT EXISTS recovery_probe (id int); TRUNCATE recovery_probe; "
+         "INSERT INTO recovery_probe SELECT generate_series(1, 500)")  # fmt: skip
+    redis("DEL before:list after:key")
+    redis("RPUSH before:list a b c")
+    host.check_output("/usr/local/sbin/selfhosted-backup run")
+    listed = {s: json.loads(host.check_output(f"/usr/local/sbin/selfhosted-backup list {s} --source s3"))
+              for s in ("postgresql", "redis")}  # fmt: skip
+    assert listed["postgresql"] and listed["postgresql"][0]["complete"], listed
+    assert listed["redis"] and listed["redis"][0]["complete"], listed
+    # After the backup: more rows, another key; the recovery must take both back to the backup.
+    psql("INSERT INTO recovery_probe SELECT generate_series(501, 700)")
+    redis("SET after:key lost")
+    redis("RPUSH before:list d")
+
+    rc, out = labcheck.playbook("recover.yml")
+    assert rc != 0 and "recover_confirm=true" in out, out  # refused without the confirmation
+    assert all(c["changed"] == 0 for c in labcheck.recap(out).values()), out
+
+    rc, out = labcheck.playbook("recover.yml", "-e", "recover_confirm=true")
+    assert rc == 0, out
+    assert psql("SELECT count(*) FROM recovery_probe").strip() == "500"
+    assert redis("EXISTS after:key").strip() == "0"
+    assert redis("LRANGE before:list 0 -1").split() == ["a", "b", "c"]
+    # AOF is on again and holds the recovered data: a crash now keeps it.
+    assert redis("CONFIG GET appendonly").split() == ["appendonly", "yes"]
+    host.check_output("systemctl kill -s KILL redis-server.service")
+    assert labcheck.wait_for(
+        lambda: host.run("redis-cli -a lab-nws-redis-admin-T4x7Hc --no-auth-warning ping").stdout.strip() == "PONG", 30
+    )
+    assert redis("LRANGE before:list 0 -1").split() == ["a", "b", "c"]
+    # The files Redis had before the recovery are kept, not deleted; no restore drop-in is left behind.
+    assert host.check_output("ls -d /var/lib/redis/pre-restore-*").strip()
+    assert not host.file("/run/systemd/system/redis-server.service.d/selfhosted-restore.conf").exists
+    # The API is ready again against the recovered data.
+    assert labcheck.wait_for(lambda: all(
+        labcheck.host(h).run("curl -sf http://127.0.0.1:3000/ready").rc == 0 for h in APIS), 30)  # fmt: skip
+
+
+def test_check_mode_is_clean_and_secret_free():
+    labcheck.assert_check_mode_clean(SECRETS)
+
+
+def test_bad_input_is_refused_before_anything_changes():
+    labcheck.assert_refused_in_preflight(
+        "always", json.dumps({"nginx_websocket_paths": ["/api/"]}), "nginx_websocket_paths"
+    )
+    rc, out = labcheck.playbook(
+        "deploy.yml",
+        "-e",
+        "app_release=1.1.0",
+        "-e",
+        json.dumps({"rollout_traffic_steps": [50, 10], "rollout_bake_seconds": 5}),
+    )
+    assert rc != 0 and "rollout_traffic_steps must rise" in out, out
+    assert all(c["changed"] == 0 for c in labcheck.recap(out).values()), out
+    assert {release_of(h) for h in APIS} == {"1.0.0"}
+
+
+# ------------------------------------------------------------------------------------------------ node-canary
+UPSTREAM = re.compile(r"^\s*server \S+?:3000( weight=(\d+))?.*?( down)?; # (\S+)$", re.M)
+
+
+class Watch:
+    """Reads the upstream block of the lb's nginx.conf every 0.3 s while a deploy runs: (time, weights, drained)."""
+
+    def __init__(self):
+        self.samples, self.stop = [], threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        while not self.stop.is_set():
+            proc = subprocess.run(
+                ["docker", "exec", LB, "cat", "/etc/nginx/nginx.conf"], capture_output=True, text=True, check=False
+            )
+            servers = UPSTREAM.findall(proc.stdout)
+            if servers:
+                weights = {m[3]: int(m[1]) for m in servers if m[1]}
+                drained = sorted(m[3] for m in servers if m[2])
+                self.samples.append((time.time(), weights, drained))
+            time.sleep(0.3)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(5)
+
+
+def steps_seen(samples):
+    """[(weights, drained, first time, last time)] for each distinct non-empty weights state, in order."""
+    out = []
+    for at, weights, drained in samples:
+        if not weights:
+            continue
+        if out and out[-1][0] == weights and out[-1][1] == drained:
+            out[-1][3] = at
+        else:
+            out.append([weights, drained, at, at])
+    return out
+
+
+def share(timeline, start, end, version):
+    """The share of answers from `version` while nginx.conf held a step, from 3 s after it was written (Ansible
+    reloads nginx after writing it; old workers finish their requests) to 1 s before the next."""
+    counts = [v["versions"] for sec, v in timeline.items() if start + 3 <= int(sec) <= end - 1]
+    total = sum(sum(c.values()) for c in counts)
+    return (sum(c.get(version, 0) for c in counts) / total if total else None), total
+
+
+def canary(release, *extra):
+    return labcheck.playbook(
+        "deploy.yml", "-e", f"app_release={release}", "-e", f"@{CANARY_VARS}",
+        "-e", json.dumps({"rollout_bake_seconds": 10, "rollout_metrics_interval": 3, "rollout_metrics_host": OPS}),
+        *extra,
+    )  # fmt: skip
+
+
+def test_canary_deploy_passes_through_its_weights():
+    with labcheck.Load(LB, "canary", url="https://127.0.0.1/version", host_header="localhost") as load, Watch() as w:
+        rc, out = canary("1.1.0")
+    assert rc == 0, out
+    labcheck.assert_no_request_failed(load)
+    seen = steps_seen(w.samples)
+    # 3 API hosts, the first batch is the canary: 10% -> {canary: 2, others: 9}; 50% -> {2, 1, 1}... (smallest
+    # whole numbers); 100% -> only the canary weighted, the others out of rotation.
+    summary = [(s[0], s[1], round(s[3] - s[2], 1)) for s in seen]
+    assert [sorted(s[0].values()) for s in seen] == [[2, 9, 9], [1, 1, 2], [1]], summary
+    c = next(h for h, wt in seen[0][0].items() if wt == 2)
+    assert seen[2][0] == {c: 1} and sorted(seen[2][1]) == sorted(h for h in APIS if h != c), seen
+    timeline = load.result["timeline"]
+    for (weights, _drained, start, end), (low, high) in zip(seen, [(0.03, 0.2), (0.35, 0.65), (0.99, 1.0)]):
+        got, n = share(timeline, start, end, "1.1.0")
+        assert n > 50 and low <= got <= high, (weights, got, n)
+    assert {release_of(h) for h in APIS} == {"1.1.0"}
+    assert lb("cat /etc/nginx/selfhosted-drained.json").strip() == "[]"
+    assert not labcheck.host(LB).file("/etc/nginx/selfhosted-weights.json").exists
+    assert "weight=" not in lb("cat /etc/nginx/nginx.conf")
+
+
+def test_canary_failing_its_metric_gate_rolls_back():
+    """1.2.1 is healthy and ready but answers 500: at 10% the 5xx ratio passes 5%, and the canary goes back."""
+    with (
+        labcheck.Load(LB, "canary-bad", url="https://127.0.0.1/version", host_header="localhost") as load,
+        Watch() as w,
+    ):
+        rc, out = canary("1.2.1")
+    assert rc != 0, out
+    assert "(serving 10% of the requests on" in out and "canary 5xx ratio" in out, out
+    assert "Every switched host is back on its previous release" in out, out
+    seen = steps_seen(w.samples)
+    assert [sorted(s[0].values()) for s in seen] == [[2, 9, 9]], seen  # never got past 10%
+    assert {release_of(h) for h in APIS} == {"1.1.0"}
+    assert not labcheck.host(LB).file("/etc/nginx/selfhosted-weights.json").exists
+    assert lb("cat /etc/nginx/selfhosted-drained.json").strip() == "[]"
+    r = load.result
+    # Only the canary's share failed, and only while it had it.
+    assert 0 < r["failed"] < 0.2 * r["sent"], r["failures"]
+    assert set(r["failures"]) == {"status 500"}, r["failures"]
+    bad = [int(s) for s, v in r["timeline"].items() if v["versions"].get("1.2.1")]
+    after = [v for s, v in r["timeline"].items() if int(s) > max(bad) + 1]
+    assert after and all(v["failed"] == 0 for v in after)
+
+
+def test_canary_failing_its_health_gate_takes_no_traffic():
+    with (
+        labcheck.Load(LB, "canary-unready", url="https://127.0.0.1/version", host_header="localhost") as load,
+        Watch() as w,
+    ):
+        rc, out = canary("1.1.1")
+    assert rc != 0, out
+    labcheck.assert_no_request_failed(load)
+    assert steps_seen(w.samples) == []  # the gate failed before any weight
+    assert "1.1.1" not in load.result["versions"]
+    assert {release_of(h) for h in APIS} == {"1.1.0"}
+
+
+# ------------------------------------------------------------------------------------------------ last
+def test_zz_idle_websocket_outlived_the_default_proxy_timeout():
+    host = labcheck.host(LB)
+    assert labcheck.wait_for(lambda: host.file("/tmp/ws-idle.json").exists, IDLE_SECONDS + 30)
+    r = json.loads(host.file("/tmp/ws-idle.json").content_string)
+    assert "error" not in r, r
+    assert r["held_seconds"] >= IDLE_SECONDS and r["echo"]["echo"] == "ping after idle", r
