@@ -269,12 +269,29 @@ def canary(release, *extra):
     )  # fmt: skip
 
 
+def watched_canary(release):
+    """canary(release) under load through nginx, with the upstream block watched: (rc, out, load, samples)."""
+    with (
+        labcheck.Load(LB, f"canary-{release}", url="https://127.0.0.1/version", host_header="localhost") as load,
+        Watch() as w,
+    ):
+        rc, out = canary(release)
+    return rc, out, load, w.samples
+
+
+def assert_rotation_restored(release):
+    """Every API host on `release`, none out of rotation, no weights left."""
+    assert {release_of(h) for h in APIS} == {release}
+    assert lb("cat /etc/nginx/selfhosted-drained.json").strip() == "[]"
+    assert not labcheck.host(LB).file("/etc/nginx/selfhosted-weights.json").exists
+    assert "weight=" not in lb("cat /etc/nginx/nginx.conf")
+
+
 def test_canary_deploy_passes_through_its_weights():
-    with labcheck.Load(LB, "canary", url="https://127.0.0.1/version", host_header="localhost") as load, Watch() as w:
-        rc, out = canary("1.1.0")
+    rc, out, load, samples = watched_canary("1.1.0")
     assert rc == 0, out
     labcheck.assert_no_request_failed(load)
-    seen = steps_seen(w.samples)
+    seen = steps_seen(samples)
     # 3 API hosts, the first batch is the canary: 10% -> {canary: 2, others: 9}; 50% -> {2, 1, 1}... (smallest
     # whole numbers); 100% -> only the canary weighted, the others out of rotation.
     summary = [(s[0], s[1], round(s[3] - s[2], 1)) for s in seen]
@@ -285,27 +302,18 @@ def test_canary_deploy_passes_through_its_weights():
     for (weights, _drained, start, end), (low, high) in zip(seen, [(0.03, 0.2), (0.35, 0.65), (0.99, 1.0)]):
         got, n = share(timeline, start, end, "1.1.0")
         assert n > 50 and low <= got <= high, (weights, got, n)
-    assert {release_of(h) for h in APIS} == {"1.1.0"}
-    assert lb("cat /etc/nginx/selfhosted-drained.json").strip() == "[]"
-    assert not labcheck.host(LB).file("/etc/nginx/selfhosted-weights.json").exists
-    assert "weight=" not in lb("cat /etc/nginx/nginx.conf")
+    assert_rotation_restored("1.1.0")
 
 
 def test_canary_failing_its_metric_gate_rolls_back():
     """1.2.1 is healthy and ready but answers 500: at 10% the 5xx ratio passes 5%, and the canary goes back."""
-    with (
-        labcheck.Load(LB, "canary-bad", url="https://127.0.0.1/version", host_header="localhost") as load,
-        Watch() as w,
-    ):
-        rc, out = canary("1.2.1")
+    rc, out, load, samples = watched_canary("1.2.1")
     assert rc != 0, out
     assert "(serving 10% of the requests on" in out and "canary 5xx ratio" in out, out
     assert "Every switched host is back on its previous release" in out, out
-    seen = steps_seen(w.samples)
+    seen = steps_seen(samples)
     assert [sorted(s[0].values()) for s in seen] == [[2, 9, 9]], seen  # never got past 10%
-    assert {release_of(h) for h in APIS} == {"1.1.0"}
-    assert not labcheck.host(LB).file("/etc/nginx/selfhosted-weights.json").exists
-    assert lb("cat /etc/nginx/selfhosted-drained.json").strip() == "[]"
+    assert_rotation_restored("1.1.0")
     r = load.result
     # Only the canary's share failed, and only while it had it.
     assert 0 < r["failed"] < 0.2 * r["sent"], r["failures"]
@@ -316,16 +324,12 @@ def test_canary_failing_its_metric_gate_rolls_back():
 
 
 def test_canary_failing_its_health_gate_takes_no_traffic():
-    with (
-        labcheck.Load(LB, "canary-unready", url="https://127.0.0.1/version", host_header="localhost") as load,
-        Watch() as w,
-    ):
-        rc, out = canary("1.1.1")
+    rc, out, load, samples = watched_canary("1.1.1")
     assert rc != 0, out
     labcheck.assert_no_request_failed(load)
-    assert steps_seen(w.samples) == []  # the gate failed before any weight
+    assert steps_seen(samples) == []  # the gate failed before any weight
     assert "1.1.1" not in load.result["versions"]
-    assert {release_of(h) for h in APIS} == {"1.1.0"}
+    assert_rotation_restored("1.1.0")
 
 
 # ------------------------------------------------------------------------------------------------ last
