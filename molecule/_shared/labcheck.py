@@ -31,7 +31,9 @@ def address(name):
 def playbook(path, *args):
     """Run a playbook against the scenario's hosts; returns (returncode, output)."""
     cmd = ["ansible-playbook", "-i", INVENTORY, os.path.join(SCENARIO_DIR, path), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ), check=False)
+    # Plain text whatever the caller's terminal: the recap is read with a regular expression.
+    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     return proc.returncode, proc.stdout + proc.stderr
 
 
