@@ -88,6 +88,19 @@ def assert_check_mode_clean(secrets=(), playbook_path="converge.yml"):
     assert not [s for s in secrets if s in out], "a secret value appears in the --check --diff output"
 
 
+def request_json(on, path, method="GET", data=None):
+    """An HTTPS request to nginx on lab host `on` (from itself); returns (status, parsed JSON body or text)."""
+    body = f"-H 'Content-Type: application/json' -d '{json.dumps(data)}'" if data is not None else ""
+    out = host(on).check_output(
+        f"curl -sk -o /tmp/body -w '%{{http_code}}' -X {method} {body} https://127.0.0.1{path}; echo; cat /tmp/body"
+    )
+    status, _sep, text = out.partition("\n")
+    try:
+        return int(status), json.loads(text)
+    except ValueError:
+        return int(status), text
+
+
 LOADGEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "loadgen.py")
 
 

@@ -17,15 +17,7 @@ SECRETS = [
 
 def get(path, method="GET", data=None):
     """A request through nginx on the lb host; returns (status, parsed JSON body or text)."""
-    body = f"-H 'Content-Type: application/json' -d '{json.dumps(data)}'" if data is not None else ""
-    out = labcheck.host(LB).check_output(
-        f"curl -sk -o /tmp/body -w '%{{http_code}}' -X {method} {body} https://127.0.0.1{path}; echo; cat /tmp/body"
-    )
-    status, _sep, text = out.partition("\n")
-    try:
-        return int(status), json.loads(text)
-    except ValueError:
-        return int(status), text
+    return labcheck.request_json(LB, path, method, data)
 
 
 def redis(*args):
