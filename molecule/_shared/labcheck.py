@@ -4,6 +4,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 import time
 
 import testinfra
@@ -137,3 +138,54 @@ def assert_no_request_failed(load):
     r = load.result
     assert r["sent"] > 200, r  # the generator really ran through the whole rollout
     assert r["failed"] == 0 and r["ok"] == r["sent"], r
+
+
+class UpstreamWatch:
+    """Reads the upstream servers of port `port` in nginx.conf on lab host `lb` every 0.3 s for the length of a
+    `with` block (a deploy): .samples is [(time, {host: weight} of the weighted servers, [hosts marked down])].
+    Relies on the nginx role writing each server line as `server ADDRESS:PORT [weight=N] ... [down]; # HOST`."""
+
+    def __init__(self, lb, port):
+        self.lb, self.samples, self.stop = lb, [], threading.Event()
+        self.line = re.compile(rf"^\s*server \S+?:{port}( weight=(\d+))?.*?( down)?; # (\S+)$", re.M)
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        while not self.stop.is_set():
+            proc = subprocess.run(
+                ["docker", "exec", self.lb, "cat", "/etc/nginx/nginx.conf"], capture_output=True, text=True, check=False
+            )
+            servers = self.line.findall(proc.stdout)
+            if servers:
+                weights = {m[3]: int(m[1]) for m in servers if m[1]}
+                drained = sorted(m[3] for m in servers if m[2])
+                self.samples.append((time.time(), weights, drained))
+            time.sleep(0.3)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(5)
+
+    def weight_steps(self):
+        """[[weights, drained, first time, last time]] for each distinct non-empty weights state, in order."""
+        out = []
+        for at, weights, drained in self.samples:
+            if not weights:
+                continue
+            if out and out[-1][0] == weights and out[-1][1] == drained:
+                out[-1][3] = at
+            else:
+                out.append([weights, drained, at, at])
+        return out
+
+    def drained_sets(self):
+        """The distinct sets of hosts out of rotation, in the order seen (the empty set included)."""
+        out = []
+        for _at, _weights, drained in self.samples:
+            if not out or out[-1] != drained:
+                out.append(drained)
+        return out

@@ -1,4 +1,4 @@
-"""The node-websocket reference stack end to end, and node-canary's rollout on the same hosts.
+"""The node-websocket reference stack end to end.
 
 Order matters: the idle WebSocket client starts first and is checked last (it must outlive nginx's default 60 s
 proxy timeout); the deploys come after the checks of the converged stack.
@@ -6,9 +6,7 @@ proxy timeout); the deploys come after the checks of the converged stack.
 
 import json
 import os
-import re
 import subprocess
-import threading
 import time
 
 import labcheck
@@ -17,8 +15,6 @@ import pytest
 LB, DATA, OPS = "nws-lb1", "nws-data1", "nws-ops1"
 APIS = ["nws-api1", "nws-api2", "nws-api3"]
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
-CANARY_VARS = os.path.join(ROOT, "inventories", "examples", "node-canary", "group_vars", "all", "rollout.yml")
 SECRETS = [
     "lab-nws-pg-api-K3v9Qm",
     "lab-nws-redis-api-P8w2Ld",
@@ -200,128 +196,31 @@ def test_bad_input_is_refused_before_anything_changes():
     assert {release_of(h) for h in APIS} == {"1.0.0"}
 
 
-# ------------------------------------------------------------------------------------------------ node-canary
-UPSTREAM = re.compile(r"^\s*server \S+?:3000( weight=(\d+))?.*?( down)?; # (\S+)$", re.M)
-
-
-class Watch:
-    """Reads the upstream block of the lb's nginx.conf every 0.3 s while a deploy runs: (time, weights, drained)."""
-
-    def __init__(self):
-        self.samples, self.stop = [], threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self):
-        while not self.stop.is_set():
-            proc = subprocess.run(
-                ["docker", "exec", LB, "cat", "/etc/nginx/nginx.conf"], capture_output=True, text=True, check=False
-            )
-            servers = UPSTREAM.findall(proc.stdout)
-            if servers:
-                weights = {m[3]: int(m[1]) for m in servers if m[1]}
-                drained = sorted(m[3] for m in servers if m[2])
-                self.samples.append((time.time(), weights, drained))
-            time.sleep(0.3)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(5)
-
-
-def steps_seen(samples):
-    """[(weights, drained, first time, last time)] for each distinct non-empty weights state, in order."""
-    out = []
-    for at, weights, drained in samples:
-        if not weights:
-            continue
-        if out and out[-1][0] == weights and out[-1][1] == drained:
-            out[-1][3] = at
-        else:
-            out.append([weights, drained, at, at])
-    return out
-
-
-def share(timeline, start, end, version):
-    """The share of answers from `version` while nginx.conf held a step, from 3 s after it was written (Ansible
-    reloads nginx after writing it; old workers finish their requests) to 1 s before the next."""
-    counts = [v["versions"] for sec, v in timeline.items() if start + 3 <= int(sec) <= end - 1]
-    total = sum(sum(c.values()) for c in counts)
-    return (sum(c.get(version, 0) for c in counts) / total if total else None), total
-
-
-def canary(release, *extra):
-    return labcheck.playbook(
-        "deploy.yml", "-e", f"app_release={release}", "-e", f"@{CANARY_VARS}",
-        "-e", json.dumps({"rollout_bake_seconds": 10, "rollout_metrics_interval": 3, "rollout_metrics_host": OPS}),
-        *extra,
-    )  # fmt: skip
-
-
-def watched_canary(release):
-    """canary(release) under load through nginx, with the upstream block watched: (rc, out, load, samples)."""
+# ------------------------------------------------------------------------------------------------ rolling update
+def rolling(playbook, name, *args):
+    """A playbook under load through nginx with nginx.conf watched: (rc, out, load, sets of drained hosts)."""
     with (
-        labcheck.Load(LB, f"canary-{release}", url="https://127.0.0.1/version", host_header="localhost") as load,
-        Watch() as w,
+        labcheck.Load(LB, name, url="https://127.0.0.1/version", host_header="localhost") as load,
+        labcheck.UpstreamWatch(LB, 3000) as watch,
     ):
-        rc, out = canary(release)
-    return rc, out, load, w.samples
+        rc, out = labcheck.playbook(playbook, *args)
+    return rc, out, load, watch.drained_sets()
 
 
-def assert_rotation_restored(release):
-    """Every API host on `release`, none out of rotation, no weights left."""
-    assert {release_of(h) for h in APIS} == {release}
-    assert lb("cat /etc/nginx/selfhosted-drained.json").strip() == "[]"
-    assert not labcheck.host(LB).file("/etc/nginx/selfhosted-weights.json").exists
-    assert "weight=" not in lb("cat /etc/nginx/nginx.conf")
+def assert_one_host_at_a_time(drained):
+    """Each API host out of rotation once, never two at a time: two of three keep serving."""
+    assert all(len(d) <= 1 for d in drained), drained
+    assert sorted(d[0] for d in drained if d) == sorted(APIS), drained
+    assert drained[-1] == [], drained
 
 
-def test_canary_deploy_passes_through_its_weights():
-    rc, out, load, samples = watched_canary("1.1.0")
+def test_rolling_update_one_host_at_a_time_under_load():
+    rc, out, load, drained = rolling("deploy.yml", "rolling-1.1.0", "-e", "app_release=1.1.0")
     assert rc == 0, out
     labcheck.assert_no_request_failed(load)
-    seen = steps_seen(samples)
-    # 3 API hosts, the first batch is the canary: 10% -> {canary: 2, others: 9}; 50% -> {2, 1, 1}... (smallest
-    # whole numbers); 100% -> only the canary weighted, the others out of rotation.
-    summary = [(s[0], s[1], round(s[3] - s[2], 1)) for s in seen]
-    assert [sorted(s[0].values()) for s in seen] == [[2, 9, 9], [1, 1, 2], [1]], summary
-    c = next(h for h, wt in seen[0][0].items() if wt == 2)
-    assert seen[2][0] == {c: 1} and sorted(seen[2][1]) == sorted(h for h in APIS if h != c), seen
-    timeline = load.result["timeline"]
-    for (weights, _drained, start, end), (low, high) in zip(seen, [(0.03, 0.2), (0.35, 0.65), (0.99, 1.0)]):
-        got, n = share(timeline, start, end, "1.1.0")
-        assert n > 50 and low <= got <= high, (weights, got, n)
-    assert_rotation_restored("1.1.0")
-
-
-def test_canary_failing_its_metric_gate_rolls_back():
-    """1.2.1 is healthy and ready but answers 500: at 10% the 5xx ratio passes 5%, and the canary goes back."""
-    rc, out, load, samples = watched_canary("1.2.1")
-    assert rc != 0, out
-    assert "(serving 10% of the requests on" in out and "canary 5xx ratio" in out, out
-    assert "Every switched host is back on its previous release" in out, out
-    seen = steps_seen(samples)
-    assert [sorted(s[0].values()) for s in seen] == [[2, 9, 9]], seen  # never got past 10%
-    assert_rotation_restored("1.1.0")
-    r = load.result
-    # Only the canary's share failed, and only while it had it.
-    assert 0 < r["failed"] < 0.2 * r["sent"], r["failures"]
-    assert set(r["failures"]) == {"status 500"}, r["failures"]
-    bad = [int(s) for s, v in r["timeline"].items() if v["versions"].get("1.2.1")]
-    after = [v for s, v in r["timeline"].items() if int(s) > max(bad) + 1]
-    assert after and all(v["failed"] == 0 for v in after)
-
-
-def test_canary_failing_its_health_gate_takes_no_traffic():
-    rc, out, load, samples = watched_canary("1.1.1")
-    assert rc != 0, out
-    labcheck.assert_no_request_failed(load)
-    assert steps_seen(samples) == []  # the gate failed before any weight
-    assert "1.1.1" not in load.result["versions"]
-    assert_rotation_restored("1.1.0")
+    assert_one_host_at_a_time(drained)
+    assert {"1.0.0", "1.1.0"} <= set(load.result["versions"])
+    assert {release_of(h) for h in APIS} == {"1.1.0"}
 
 
 # ------------------------------------------------------------------------------------------------ last
