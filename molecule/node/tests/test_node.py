@@ -1,7 +1,8 @@
 """The node-websocket reference stack end to end.
 
 Order matters: the idle WebSocket client starts first and is checked last (it must outlive nginx's default 60 s
-proxy timeout); the deploys come after the checks of the converged stack.
+proxy timeout). Deploys of a Node.js API under load (canary steps, then the other hosts one at a time, rollbacks)
+run in the `canary` scenario: the same roles and rollout code.
 """
 
 import json
@@ -194,33 +195,6 @@ def test_bad_input_is_refused_before_anything_changes():
     assert rc != 0 and "rollout_traffic_steps must rise" in out, out
     assert all(c["changed"] == 0 for c in labcheck.recap(out).values()), out
     assert {release_of(h) for h in APIS} == {"1.0.0"}
-
-
-# ------------------------------------------------------------------------------------------------ rolling update
-def rolling(playbook, name, *args):
-    """A playbook under load through nginx with nginx.conf watched: (rc, out, load, sets of drained hosts)."""
-    with (
-        labcheck.Load(LB, name, url="https://127.0.0.1/version", host_header="localhost") as load,
-        labcheck.UpstreamWatch(LB, 3000) as watch,
-    ):
-        rc, out = labcheck.playbook(playbook, *args)
-    return rc, out, load, watch.drained_sets()
-
-
-def assert_one_host_at_a_time(drained):
-    """Each API host out of rotation once, never two at a time: two of three keep serving."""
-    assert all(len(d) <= 1 for d in drained), drained
-    assert sorted(d[0] for d in drained if d) == sorted(APIS), drained
-    assert drained[-1] == [], drained
-
-
-def test_rolling_update_one_host_at_a_time_under_load():
-    rc, out, load, drained = rolling("deploy.yml", "rolling-1.1.0", "-e", "app_release=1.1.0")
-    assert rc == 0, out
-    labcheck.assert_no_request_failed(load)
-    assert_one_host_at_a_time(drained)
-    assert {"1.0.0", "1.1.0"} <= set(load.result["versions"])
-    assert {release_of(h) for h in APIS} == {"1.1.0"}
 
 
 # ------------------------------------------------------------------------------------------------ last
