@@ -181,11 +181,3 @@ class UpstreamWatch:
             else:
                 out.append([weights, drained, at, at])
         return out
-
-    def drained_sets(self):
-        """The distinct sets of hosts out of rotation, in the order seen (the empty set included)."""
-        out = []
-        for _at, _weights, drained in self.samples:
-            if not out or out[-1] != drained:
-                out.append(drained)
-        return out
