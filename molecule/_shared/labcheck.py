@@ -39,12 +39,23 @@ def playbook(path, *args):
 
 
 def wait_for(predicate, timeout=60, step=1.0):
-    """Poll predicate() until it is true or timeout seconds passed; returns whether it became true."""
+    """Poll predicate() until it is true or timeout seconds passed; returns whether it became true.
+
+    An exception from predicate() counts as "not yet" (a service restarting, half-written JSON): polling goes on,
+    and if the last try before the deadline raised, that exception is raised so the test shows the cause.
+    """
     deadline = time.monotonic() + timeout
+    error = None
     while time.monotonic() < deadline:
-        if predicate():
-            return True
+        try:
+            if predicate():
+                return True
+            error = None
+        except Exception as exc:  # any failure of the probe means "not yet"
+            error = exc
         time.sleep(step)
+    if error is not None:
+        raise error
     return False
 
 
