@@ -131,6 +131,54 @@ def test_draining_every_upstream_is_refused():
     assert rc != 0 and "leave at least one in rotation" in out, out
 
 
+# On the lb: a client that sent half a request body holds an old worker after a reload (nginx would wait for the
+# rest up to client_body_timeout, 60 s); worker_shutdown_timeout closes it. Prints when the old worker was seen
+# shutting down and when nginx closed the connection, in seconds after the reload. (The marker is split so this
+# script's own command line does not contain it.)
+HELD_CONNECTION = r"""
+import glob, json, socket, ssl, subprocess, time
+MARK = b"is shutting" + b" down"
+def shutting_down():
+    for path in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            if MARK in open(path, "rb").read():
+                return True
+        except OSError:
+            pass
+    return False
+tls = ssl.create_default_context()
+tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+s = tls.wrap_socket(socket.create_connection(("127.0.0.1", 443)), server_hostname="edge.lab.test")
+s.sendall(b"POST /health HTTP/1.1\r\nHost: edge.lab.test\r\nContent-Length: 100\r\n\r\nabc")
+time.sleep(0.5)
+subprocess.run(["systemctl", "reload", "nginx"], check=True)
+t0 = time.monotonic()
+seen, closed = None, None
+s.settimeout(0.5)
+while time.monotonic() - t0 < 40 and closed is None:
+    if seen is None and shutting_down():
+        seen = time.monotonic() - t0
+    try:
+        if s.recv(4096) == b"":
+            closed = time.monotonic() - t0
+    except (socket.timeout, ssl.SSLWantReadError):
+        pass
+    except OSError:
+        closed = time.monotonic() - t0
+print(json.dumps({"seen": seen, "closed": closed, "left": shutting_down()}))
+"""
+
+
+def test_reload_leaves_no_old_worker_past_the_shutdown_timeout():
+    lb = labcheck.host(labcheck.hosts("lb")[0])
+    result = json.loads(lb.check_output(f"python3 - <<'EOF'\n{HELD_CONNECTION}\nEOF"))
+    assert result["seen"] is not None, result  # the held connection kept an old worker alive after the reload
+    assert result["closed"] is not None and 8 <= result["closed"] <= 20, result  # nginx_worker_shutdown_timeout: 10s
+    processes = "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '; true"
+    assert labcheck.wait_for(lambda: "shutting down" not in lb.check_output(processes), 10)
+    assert get(lb, "/health").status == 200
+
+
 def test_check_diff_changes_nothing_and_shows_no_key():
     labcheck.assert_check_mode_clean([KEY_LINE])
 
@@ -148,6 +196,10 @@ def test_diff_of_a_key_change_shows_no_key():
         ('{"nginx_rate_limits": [{"name": "api", "rate": "5r/s", "paths": ["/admin/"]}]}', "nginx_proxy_paths"),
         ("nginx_client_max_body_size=huge", "nginx_client_max_body_size"),
         ("nginx_tls_private_key=", "nginx_tls_certificate and nginx_tls_private_key"),
+        (
+            '{"nginx_worker_shutdown_timeout": "30s", "nginx_proxy_read_timeout": "1m"}',
+            "nginx_worker_shutdown_timeout (30s) must be longer than nginx_proxy_read_timeout (1m)",
+        ),
     ],
 )
 def test_bad_input_fails_before_any_change(extra, variable):
