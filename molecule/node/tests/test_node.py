@@ -1,8 +1,9 @@
 """The node-websocket reference stack end to end.
 
-Order matters: the idle WebSocket client starts first and is checked last (it must outlive nginx's default 60 s
-proxy timeout). Deploys of a Node.js API under load (canary steps, then the other hosts one at a time, rollbacks)
-run in the `canary` scenario: the same roles and rollout code.
+Order matters: the idle WebSocket client starts first and is checked after the stack's tests (it must outlive
+nginx's default 60 s proxy timeout); the recovery tests come after it, as a recovery restarts the web processes.
+Deploys of a Node.js API under load (canary steps, then the other hosts one at a time, rollbacks) run in the
+`canary` scenario: the same roles and rollout code.
 """
 
 import json
@@ -27,6 +28,17 @@ IDLE_SECONDS = 70  # longer than nginx's default proxy_read_timeout (60 s)
 
 def lb(cmd):
     return labcheck.host(LB).check_output(cmd)
+
+
+def writers_started():
+    """{host/unit: when it last became active ('' when it is not active)}, for the web processes and the worker."""
+    units = [(h, "api-web@3000.service") for h in APIS] + [(DATA, "api-worker.service")]
+    started = {}
+    for name, unit in units:
+        out = labcheck.host(name).check_output(f"systemctl show -p ActiveState -p ActiveEnterTimestampMonotonic {unit}")
+        props = dict(line.split("=", 1) for line in out.splitlines())
+        started[f"{name}/{unit}"] = props["ActiveEnterTimestampMonotonic"] if props["ActiveState"] == "active" else ""
+    return started
 
 
 def get(path, method="GET", data=None):
@@ -137,46 +149,6 @@ def test_prometheus_scrapes_the_api_instances():
     assert {"InstanceDown", "HighErrorRate", "HighLatencyP95", "RedisDown", "BackupTooOld"} <= names
 
 
-def test_backups_land_in_s3_and_recover_restores_both():
-    host = labcheck.host(DATA)
-    psql("CREATE TABLE IF NOT EXISTS recovery_probe (id int); TRUNCATE recovery_probe; "
-         "INSERT INTO recovery_probe SELECT generate_series(1, 500)")  # fmt: skip
-    redis("DEL before:list after:key")
-    redis("RPUSH before:list a b c")
-    host.check_output("/usr/local/sbin/selfhosted-backup run")
-    listed = {s: json.loads(host.check_output(f"/usr/local/sbin/selfhosted-backup list {s} --source s3"))
-              for s in ("postgresql", "redis")}  # fmt: skip
-    assert listed["postgresql"] and listed["postgresql"][0]["complete"], listed
-    assert listed["redis"] and listed["redis"][0]["complete"], listed
-    # After the backup: more rows, another key; the recovery must take both back to the backup.
-    psql("INSERT INTO recovery_probe SELECT generate_series(501, 700)")
-    redis("SET after:key lost")
-    redis("RPUSH before:list d")
-
-    rc, out = labcheck.playbook("recover.yml")
-    assert rc != 0 and "recover_confirm=true" in out, out  # refused without the confirmation
-    assert all(c["changed"] == 0 for c in labcheck.recap(out).values()), out
-
-    rc, out = labcheck.playbook("recover.yml", "-e", "recover_confirm=true")
-    assert rc == 0, out
-    assert psql("SELECT count(*) FROM recovery_probe").strip() == "500"
-    assert redis("EXISTS after:key").strip() == "0"
-    assert redis("LRANGE before:list 0 -1").split() == ["a", "b", "c"]
-    # AOF is on again and holds the recovered data: a crash now keeps it.
-    assert redis("CONFIG GET appendonly").split() == ["appendonly", "yes"]
-    host.check_output("systemctl kill -s KILL redis-server.service")
-    assert labcheck.wait_for(
-        lambda: host.run("redis-cli -a lab-nws-redis-admin-T4x7Hc --no-auth-warning ping").stdout.strip() == "PONG", 30
-    )
-    assert redis("LRANGE before:list 0 -1").split() == ["a", "b", "c"]
-    # The files Redis had before the recovery are kept, not deleted; no restore drop-in is left behind.
-    assert host.check_output("ls -d /var/lib/redis/pre-restore-*").strip()
-    assert not host.file("/run/systemd/system/redis-server.service.d/selfhosted-restore.conf").exists
-    # The API is ready again against the recovered data.
-    assert labcheck.wait_for(lambda: all(
-        labcheck.host(h).run("curl -sf http://127.0.0.1:3000/ready").rc == 0 for h in APIS), 30)  # fmt: skip
-
-
 def test_check_mode_is_clean_and_secret_free():
     labcheck.assert_check_mode_clean(SECRETS)
 
@@ -197,10 +169,69 @@ def test_bad_input_is_refused_before_anything_changes():
     assert {release_of(h) for h in APIS} == {"1.0.0"}
 
 
-# ------------------------------------------------------------------------------------------------ last
+# ------------------------------------------------------------------------------------- the idle WebSocket
 def test_zz_idle_websocket_outlived_the_default_proxy_timeout():
     host = labcheck.host(LB)
     assert labcheck.wait_for(lambda: host.file("/tmp/ws-idle.json").exists, IDLE_SECONDS + 30)
     r = json.loads(host.file("/tmp/ws-idle.json").content_string)
     assert "error" not in r, r
     assert r["held_seconds"] >= IDLE_SECONDS and r["echo"]["echo"] == "ping after idle", r
+
+
+# ------------------------------------------- after the idle WebSocket: recovery restarts the web processes
+def test_backups_land_in_s3_and_recover_restores_both():
+    host = labcheck.host(DATA)
+    psql("CREATE TABLE IF NOT EXISTS recovery_probe (id int); TRUNCATE recovery_probe; "
+         "INSERT INTO recovery_probe SELECT generate_series(1, 500)")  # fmt: skip
+    redis("DEL before:list after:key")
+    redis("RPUSH before:list a b c")
+    host.check_output("/usr/local/sbin/selfhosted-backup run")
+    listed = {s: json.loads(host.check_output(f"/usr/local/sbin/selfhosted-backup list {s} --source s3"))
+              for s in ("postgresql", "redis")}  # fmt: skip
+    assert listed["postgresql"] and listed["postgresql"][0]["complete"], listed
+    assert listed["redis"] and listed["redis"][0]["complete"], listed
+    # After the backup: more rows, another key; the recovery must take both back to the backup.
+    psql("INSERT INTO recovery_probe SELECT generate_series(501, 700)")
+    redis("SET after:key lost")
+    redis("RPUSH before:list d")
+
+    rc, out = labcheck.playbook("recover.yml")
+    assert rc != 0 and "recover_confirm=true" in out, out  # refused without the confirmation
+    assert all(c["changed"] == 0 for c in labcheck.recap(out).values()), out
+
+    before = writers_started()
+    rc, out = labcheck.playbook("recover.yml", "-e", "recover_confirm=true")
+    assert rc == 0, out
+    # The web processes and the worker were stopped for the recovery and are running again.
+    after = writers_started()
+    assert all(after[unit] and after[unit] != before[unit] for unit in before), (before, after)
+    assert psql("SELECT count(*) FROM recovery_probe").strip() == "500"
+    assert redis("EXISTS after:key").strip() == "0"
+    assert redis("LRANGE before:list 0 -1").split() == ["a", "b", "c"]
+    # AOF is on again and holds the recovered data: a crash now keeps it.
+    assert redis("CONFIG GET appendonly").split() == ["appendonly", "yes"]
+    host.check_output("systemctl kill -s KILL redis-server.service")
+    assert labcheck.wait_for(
+        lambda: host.run("redis-cli -a lab-nws-redis-admin-T4x7Hc --no-auth-warning ping").stdout.strip() == "PONG", 30
+    )
+    assert redis("LRANGE before:list 0 -1").split() == ["a", "b", "c"]
+    # The files Redis had before the recovery are kept, not deleted; no restore drop-in is left behind.
+    assert host.check_output("ls -d /var/lib/redis/pre-restore-*").strip()
+    assert not host.file("/run/systemd/system/redis-server.service.d/selfhosted-restore.conf").exists
+    # The API is ready again against the recovered data.
+    assert labcheck.wait_for(lambda: all(
+        labcheck.host(h).run("curl -sf http://127.0.0.1:3000/ready").rc == 0 for h in APIS), 30)  # fmt: skip
+
+
+def test_a_failed_recovery_starts_the_writers_again():
+    psql("INSERT INTO recovery_probe SELECT generate_series(501, 520)")
+    before = writers_started()
+    rc, out = labcheck.playbook(
+        "recover.yml", "-e", json.dumps({"recover_confirm": True, "recover_backup_postgresql": "20000101T000000Z"})
+    )
+    assert rc != 0 and f"The recovery failed on {DATA}" in out, out
+    after = writers_started()
+    assert all(after[unit] and after[unit] != before[unit] for unit in before), (before, after)
+    assert psql("SELECT count(*) FROM recovery_probe").strip() == "520"  # left as it was
+    assert labcheck.wait_for(lambda: all(
+        labcheck.host(h).run("curl -sf http://127.0.0.1:3000/ready").rc == 0 for h in APIS), 30)  # fmt: skip
