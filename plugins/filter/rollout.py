@@ -28,9 +28,9 @@ def rollout_downtime_problems(forward, upstreams, already_out=None):
     return zero_downtime_problems(forward, upstreams, already_out or [])
 
 
-def rollout_canary_weights(canary, others, percent):
+def rollout_canary_weights(canary, others, percent, instances=None):
     try:
-        return canary_weights(canary, others, percent)
+        return canary_weights(canary, others, percent, instances)
     except RolloutError as exc:
         raise AnsibleFilterError(str(exc)) from exc
 

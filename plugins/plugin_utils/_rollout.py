@@ -89,10 +89,12 @@ def traffic_steps_problems(steps, variable="rollout_traffic_steps"):
     return problems
 
 
-def canary_weights(canary, others, percent):
-    """nginx upstream weights that send `percent` of the requests to the hosts of `canary` (each host equally)
-    and the rest to `others`: {host: weight}, the smallest whole numbers. At 100 the others are not in the map
-    (they are taken out of rotation instead); a host in both lists counts as canary."""
+def canary_weights(canary, others, percent, instances=None):
+    """nginx upstream weights that send `percent` of the requests to the hosts of `canary` and the rest to
+    `others`: {host: weight}, the smallest whole numbers. Every upstream server (instance) of a host gets the host's
+    weight, so `instances` ({host: number of instances}, 1 when not named) counts: each instance on the same side
+    gets the same share. At 100 the others are not in the map (they are taken out of rotation instead); a host in
+    both lists counts as canary."""
     percent = int(str(percent).rstrip("%"))
     if not 1 <= percent <= 100:
         raise RolloutError(f"a canary share must be a percentage from 1 to 100 (got {percent})")
@@ -100,10 +102,17 @@ def canary_weights(canary, others, percent):
     others = [h for h in dict.fromkeys(others) if h not in canary]
     if not canary:
         raise RolloutError("a canary needs at least one host")
+    given = {h: (instances or {}).get(h, 1) for h in canary + others}
+    bad = {h: n for h, n in given.items() if isinstance(n, bool) or not str(n).isdigit() or int(n) < 1}
+    if bad:
+        raise RolloutError(f"instances per host must be whole numbers of 1 or more (got {bad})")
+    counts = {h: int(n) for h, n in given.items()}
     if percent == 100 or not others:
         return {h: 1 for h in canary}
-    # share = k*w_new / (k*w_new + m*w_old) = percent/100 with w_new = percent*m, w_old = (100-percent)*k
-    w_new, w_old = percent * len(others), (100 - percent) * len(canary)
+    # With k canary and m other instances: share = k*w_new / (k*w_new + m*w_old) = percent/100
+    # for w_new = percent*m, w_old = (100-percent)*k.
+    k, m = sum(counts[h] for h in canary), sum(counts[h] for h in others)
+    w_new, w_old = percent * m, (100 - percent) * k
     g = math.gcd(w_new, w_old)
     weights = {h: w_new // g for h in canary}
     weights.update({h: w_old // g for h in others})

@@ -85,6 +85,18 @@ def test_canary_weights_examples():
     assert canary_weights(["app1"], ["app2", "app3"], 100) == {"app1": 1}
     # a host in both lists is a canary
     assert canary_weights(["app1"], ["app1", "app2"], 10) == {"app1": 1, "app2": 9}
+    # app2 runs two instances (two upstream servers with its weight): 10% = 1 / (1 + 2*3 + 3)
+    assert canary_weights(["app1"], ["app2", "app3"], 10, {"app2": 2}) == {"app1": 1, "app2": 3, "app3": 3}
+    # a canary host with 4 instances among 2 others with 1: 50% = 4*1 / (4*1 + 2*2)
+    assert canary_weights(["app1"], ["app2", "app3"], 50, {"app1": 4}) == {"app1": 1, "app2": 2, "app3": 2}
+    # counts from extra vars arrive as strings
+    assert canary_weights(["app1"], ["app2", "app3"], 10, {"app2": "2"}) == {"app1": 1, "app2": 3, "app3": 3}
+
+
+@pytest.mark.parametrize("instances", [{"app2": 0}, {"app2": "two"}, {"app2": True}, {"app1": -1}, {"app2": 1.5}])
+def test_canary_weights_refuse_bad_instance_counts(instances):
+    with pytest.raises(RolloutError, match="instances per host"):
+        canary_weights(["app1"], ["app2"], 10, instances)
 
 
 @pytest.mark.parametrize("percent", [0, 101, "x", -5])
@@ -102,14 +114,17 @@ def test_canary_weights_need_a_canary():
     canary=st.integers(min_value=1, max_value=6),
     others=st.integers(min_value=0, max_value=6),
     percent=st.integers(min_value=1, max_value=100),
+    counts=st.lists(st.integers(min_value=1, max_value=4), min_size=12, max_size=12),
 )
-def test_canary_weights_give_exactly_the_share(canary, others, percent):
+def test_canary_weights_give_exactly_the_share(canary, others, percent, counts):
     new = [f"n{i}" for i in range(canary)]
     old = [f"o{i}" for i in range(others)]
-    w = canary_weights(new, old, percent)
+    instances = dict(zip(new + old, counts))
+    w = canary_weights(new, old, percent, instances)
     assert all(isinstance(v, int) and v >= 1 for v in w.values())
-    total = sum(w.values())
-    share = Fraction(sum(w[h] for h in new), total)
+    # every instance (upstream server) of a host carries the host's weight
+    total = sum(w[h] * instances[h] for h in w)
+    share = Fraction(sum(w[h] * instances[h] for h in new), total)
     expected = Fraction(100 if (percent == 100 or not old) else percent, 100)
     assert share == expected
     # the canary hosts share their part equally, and so do the others
