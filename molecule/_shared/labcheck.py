@@ -1,8 +1,10 @@
 """Helpers the scenarios' testinfra tests share: hosts by group, running plays, reading their recap."""
 
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -98,6 +100,38 @@ def assert_check_mode_clean(secrets=(), playbook_path="converge.yml"):
     assert set(counts) >= set(hosts("all")), out
     assert all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()), out
     assert not [s for s in secrets if s in out], "a secret value appears in the --check --diff output"
+
+
+def descendants(pid):
+    """The pids of every process below `pid` (children, their children...), from /proc."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    # pid (comm) state ppid ...: comm may hold spaces, so split after its closing parenthesis
+                    parents[int(entry)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        children = [p for p, ppid in parents.items() if ppid == parent]
+        found += children
+        todo += children
+    return found
+
+
+def kill_tree(proc):
+    """SIGKILL a subprocess.Popen and everything it started, also what left its session: Mitogen's connection
+    process calls setsid(), so killing the process group alone leaves it running into the next scenarios.
+    `proc` must have been started with start_new_session=True (its group is killed: what it forks meanwhile too)."""
+    below = descendants(proc.pid)
+    os.killpg(proc.pid, signal.SIGKILL)
+    for pid in below:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait()
 
 
 def request_json(on, path, method="GET", data=None):

@@ -3,7 +3,6 @@ a worker stop that lets a running task finish, and an offline host installing fr
 
 import json
 import os
-import signal
 import subprocess
 import time
 
@@ -222,8 +221,7 @@ def test_an_interrupted_deploy_is_completed_by_a_second_run():
     try:
         assert wait_for(lambda: current("app1") == "1.1.0", 300, step=0.5)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        labcheck.kill_tree(proc)
     assert current("app2") == "1.0.0"
     rc, out = labcheck.playbook("deploy.yml", "-e", "app_release=1.1.0")
     assert rc == 0, out
