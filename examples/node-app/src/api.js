@@ -190,7 +190,7 @@ const server = http.createServer((req, res) => {
     else res.destroy();
   });
 });
-server.keepAliveTimeout = 75000; // longer than nginx's upstream keepalive_timeout (60 s)
+server.keepAliveTimeout = 75000; // longer than nginx's upstream keepalive_timeout (nginx_upstream_keepalive_timeout, 1 s)
 
 // ------------------------------------------------------------------------------------------------ WebSocket
 // RFC 6455 on /ws: the server greets with {"hello": instance, "version"}, then echoes every text message as

@@ -43,6 +43,20 @@ def test_requests_through_nginx_reach_both_instances():
     assert status == 200, body
 
 
+def test_nginx_closes_idle_upstream_connections_first():
+    """nginx must close an idle keep-alive connection to an app before the app does, or a request sent just as the
+    app closes it fails (a 502 when no other server is in rotation). nginx_upstream_keepalive_timeout is 1 s; the
+    demo API keeps idle connections 75 s, so what is gone after 3 s was closed by nginx."""
+    peers = f"dst {labcheck.address(API)} '( dport = :3000 or dport = :3001 )'"
+    out = labcheck.host(LB).check_output(
+        "for i in 1 2 3 4 5 6; do curl -sk -o /dev/null https://127.0.0.1/version; done; "
+        f"ss -Htn state established {peers} | wc -l; sleep 3; ss -Htn state established {peers} | wc -l"
+    )
+    kept, after = (int(n) for n in out.split())
+    assert kept >= 1, out  # nginx does keep connections to the app
+    assert after == 0, out
+
+
 def test_each_queue_runs_at_its_own_concurrency_on_the_worker_host():
     started = time.time()
     jobs = {
