@@ -106,9 +106,13 @@ def host_address(name, hostvars):
         return [explicit]
     host = hv.get("ansible_host") or ""
     try:
-        return [str(ipaddress.ip_address(host))]
+        ip = ipaddress.ip_address(host)
     except ValueError:
-        pass
+        ip = None
+    # A loopback ansible_host (ssh through a tunnel or a forwarded port) is where the controller reaches the host,
+    # not where the other hosts do: take the address from the facts, as for a host name.
+    if ip is not None and not ip.is_loopback:
+        return [str(ip)]
     facts = hv.get("ansible_facts") or {}
     found = []
     for key in ("default_ipv4", "default_ipv6"):

@@ -210,3 +210,13 @@ def test_compose_hosts_are_left_out_of_other_hosts_allow_lists():
     assert "192.0.2.99/32" not in group_addresses(["app"], groups, hostvars)
     rules = rules_for("db1", groups=groups, hostvars=hostvars)
     assert "192.0.2.99" not in rules["postgresql"]["sources4"], rules["postgresql"]
+
+
+@pytest.mark.parametrize("connect_to", ["127.0.0.1", "::1", "127.0.0.2"])
+def test_a_loopback_ansible_host_is_not_the_hosts_address(connect_to):
+    """Reached through a tunnel or a forwarded port (ssh to 127.0.0.1:2201), a host is not at a loopback address for
+    the other hosts: its address comes from its facts, as with a host name."""
+    facts = {"default_ipv4": {"address": "192.0.2.21"}}
+    assert host_address("app1", {"app1": {"ansible_host": connect_to, "ansible_facts": facts}}) == ["192.0.2.21"]
+    with pytest.raises(FirewallError, match=r"address of host app1"):
+        host_address("app1", {"app1": {"ansible_host": connect_to}})
