@@ -15,6 +15,8 @@ SCENARIOS := $(sort $(filter-out _shared,$(notdir $(wildcard molecule/*))))
 # its own containers and network, so they share only the CPU (backup + common + data + edge: 1036 s side by side,
 # 1330 s one after another).
 SIDE_BY_SIDE := backup common data edge
+# make test-quick: the smallest scenario.
+QUICK_SCENARIO := common
 SUITE := $(subst $(eval) ,+,$(addprefix scenario-,$(SIDE_BY_SIDE))) \
   $(addprefix molecule-,$(filter-out $(SIDE_BY_SIDE),$(SCENARIOS)))
 
@@ -87,9 +89,16 @@ demo-down: venv ## remove the demo's lab hosts
 	ansible-playbook lab/down.yml
 
 # ------------------------------------------------------------------------------------------ test
+.PHONY: setup
+setup: venv lab demo-app node-app ## the venv, the lab (Docker, images) and the demo apps' artifacts
+
 .PHONY: test
-test: venv lab demo-app node-app ## everything: lint, sanity, unit, every Molecule scenario; summary line at the end
-	tests/run-suite.sh lint sanity unit $(SUITE)
+test: ## everything: set-up, lint, sanity, unit, every Molecule scenario; wall time per step and summary at the end
+	tests/run-suite.sh setup lint sanity unit $(SUITE)
+
+.PHONY: test-quick
+test-quick: ## the developer's loop: set-up, lint, sanity and unit, side by side with the smallest scenario
+	tests/run-suite.sh setup lint+sanity+unit+scenario-$(QUICK_SCENARIO)
 
 .PHONY: lint
 lint: venv ## yamllint, ansible-lint (production profile), ruff, role docs in step with argument specs

@@ -6,10 +6,11 @@
 # Exit status: non-zero if any target failed.
 set -uo pipefail
 mkdir -p .tmp/logs
-passed=() failed=()
+passed=() failed=() times=()
 start=$(date +%s)
 record() { # target verdict seconds
   if [ "$2" = PASSED ]; then passed+=("$1"); else failed+=("$1"); fi
+  times+=("$(printf '%-44s %-6s %6ss' "$1" "$2" "$3")")
   printf -- '----- %s %s in %ss\n' "$1" "$2" "$3"
 }
 for step in "$@"; do
@@ -43,9 +44,14 @@ for step in "$@"; do
     if [ "${rc[$t]}" -eq 0 ]; then verdict=PASSED; else verdict=FAILED; fi
     record "$t" "$verdict" "${took[$t]}"
   done
+  times+=("$(printf '%-44s %-6s %6ss' "  (side by side, wall)" "" "$(($(date +%s) - t0))")")
   unset pid rc took
 done
 elapsed=$(($(date +%s) - start))
+echo
+echo "===== wall time per step ====="
+printf '%s\n' "${times[@]}"
+printf '%-44s %-6s %6ss\n' "total" "" "$elapsed"
 echo
 echo "===== short test summary ====="
 for s in "${passed[@]}"; do echo "PASSED $s"; done
