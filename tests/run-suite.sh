@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run make targets one after another, keep going after a failure, and end with a pytest-style summary.
-#   tests/run-suite.sh lint sanity unit scenario-common+scenario-edge molecule-app ...
+#   tests/run-suite.sh lint sanity unit scenario-backup+scenario-core molecule-app ...
 # A step joined with + runs its targets side by side (scenarios that share nothing but the CPU: own containers,
 # own network; each one's output is shown once it ends). Each target's output is kept in .tmp/logs/<target>.log.
 # Exit status: non-zero if any target failed.

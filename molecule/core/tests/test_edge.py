@@ -9,7 +9,7 @@ import labcheck
 import pytest
 
 testinfra_hosts = labcheck.hosts("lb")
-with open(os.path.join(labcheck.SCENARIO_DIR, "molecule.yml")) as _fh:
+with open(os.path.join(labcheck.SCENARIO_DIR, "inventory", "group_vars", "lb.yml")) as _fh:
     KEY_LINE = _fh.read().split("BEGIN PRIVATE KEY-----")[1].split()[0]  # a line of the scenario's test key
 CURL = "curl -sk --resolve edge.lab.test:443:127.0.0.1 --resolve edge.lab.test:80:127.0.0.1"
 
@@ -62,7 +62,7 @@ def test_security_headers(host):
 
 
 def test_proxies_to_both_app_hosts(host):
-    assert answers(host, 12) == {"edge-app1", "edge-app2"}
+    assert answers(host, 12) == {"core-app13", "core-app12"}
 
 
 def test_spa_cache_headers_and_fallback(host):
@@ -88,7 +88,7 @@ def test_rate_limit_answers_429(host):
 
 def test_stub_status_on_localhost_only(host):
     assert "Active connections" in host.check_output("curl -s http://127.0.0.1:8081/stub_status")
-    assert not labcheck.can_connect("edge-app1", labcheck.address(host.backend.get_hostname()), 8081)
+    assert not labcheck.can_connect("core-app13", labcheck.address(host.backend.get_hostname()), 8081)
 
 
 def drain(hosts):
@@ -101,33 +101,33 @@ def test_drained_upstream_receives_no_requests():
     lbs = [labcheck.host(name) for name in labcheck.hosts("lb")]
     log = "/var/log/nginx/access.log"
     try:
-        drain(["edge-app1"])
+        drain(["core-app13"])
         for lb in lbs:
-            assert answers(lb, 12) == {"edge-app2"}
+            assert answers(lb, 12) == {"core-app12"}
         # A site.yml run while drained keeps the drain.
         rc, out = labcheck.playbook("converge.yml")
         assert rc == 0, out
         for lb in lbs:
-            assert answers(lb, 8) == {"edge-app2"}
+            assert answers(lb, 8) == {"core-app12"}
         # The probe's own log on app1 saw none of those requests.
-        before = labcheck.host("edge-app1").check_output(
+        before = labcheck.host("core-app13").check_output(
             "journalctl -u probe --no-pager | grep -c 'GET /health' || true"
         )
         for lb in lbs:
             get(lb, "/health")
-        after = labcheck.host("edge-app1").check_output(
+        after = labcheck.host("core-app13").check_output(
             "journalctl -u probe --no-pager | grep -c 'GET /health' || true"
         )
         assert before == after
     finally:
         drain([])
     for lb in lbs:
-        assert answers(lb, 12) == {"edge-app1", "edge-app2"}
+        assert answers(lb, 12) == {"core-app13", "core-app12"}
         assert lb.file(log).exists
 
 
 def test_draining_every_upstream_is_refused():
-    rc, out = labcheck.playbook("drain.yml", "-e", json.dumps({"nginx_drain_hosts": ["edge-app1", "edge-app2"]}))
+    rc, out = labcheck.playbook("drain.yml", "-e", json.dumps({"nginx_drain_hosts": ["core-app13", "core-app12"]}))
     assert rc != 0 and "leave at least one in rotation" in out, out
 
 

@@ -1,4 +1,5 @@
-"""The whole data tier: --check --diff on converged hosts changes nothing and shows none of the vault values."""
+"""The whole data tier: --check --diff on converged hosts changes nothing and shows none of the vault values (the
+same --check --diff run as the base's and the edge's check, labcheck.assert_check_mode_clean)."""
 
 import labcheck
 import test_postgresql

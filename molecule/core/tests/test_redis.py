@@ -50,12 +50,12 @@ def test_wrong_password_and_removed_user_are_refused(host):
 
 
 def test_tls_port_where_enabled():
-    cache13 = labcheck.host("cache13")
-    tls = cache13.run(f"redis-cli --tls --insecure -p 6380 --user app --pass {SECRETS[1]} --no-auth-warning PING")
+    data13 = labcheck.host("core-data13")
+    tls = data13.run(f"redis-cli --tls --insecure -p 6380 --user app --pass {SECRETS[1]} --no-auth-warning PING")
     assert tls.stdout.strip() == "PONG", tls.stderr
-    assert "PONG" not in cache13.run(f"redis-cli -p 6380 --user app --pass {SECRETS[1]} PING").stdout
-    assert "PONG" in cache13.run(f"redis-cli -p 6379 --user app --pass {SECRETS[1]} --no-auth-warning PING").stdout
-    assert labcheck.host("cache12").run("redis-cli --tls --insecure -p 6380 PING").rc != 0  # TLS off there
+    assert "PONG" not in data13.run(f"redis-cli -p 6380 --user app --pass {SECRETS[1]} PING").stdout
+    assert "PONG" in data13.run(f"redis-cli -p 6379 --user app --pass {SECRETS[1]} --no-auth-warning PING").stdout
+    assert labcheck.host("core-data12").run("redis-cli --tls --insecure -p 6380 PING").rc != 0  # TLS off there
 
 
 def test_config_file_holds_no_plaintext_password(host):
@@ -67,11 +67,11 @@ def test_config_file_holds_no_plaintext_password(host):
 def test_app_host_reaches_redis_over_the_network_and_lb_does_not():
     for cache in labcheck.hosts("cache"):
         address = labcheck.address(cache)
-        app = labcheck.host("data-app")
+        app = labcheck.host("core-app13")
         out = app.run(f"redis-cli -h {address} --user app --pass {SECRETS[1]} --no-auth-warning PING").stdout
         assert out.strip() == "PONG"
-        assert labcheck.can_connect("data-app", address, 6379)
-        assert not labcheck.can_connect("data-lb", address, 6379)
+        assert labcheck.can_connect("core-app13", address, 6379)
+        assert not labcheck.can_connect("core-lb12", address, 6379)
 
 
 def test_diff_of_a_password_change_shows_no_secret():

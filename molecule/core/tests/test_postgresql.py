@@ -8,6 +8,7 @@ testinfra_hosts = labcheck.hosts("db")
 APP_PASSWORD = "lab-pg-app-Vb6nE2rK9"
 SECRETS = [APP_PASSWORD, "lab-pg-exporter-Tq4wZ7m"]
 VERSIONS = {"12": "15", "13": "17"}
+APP = "core-app13"  # a permitted client
 
 
 def sql(host, query, db="postgres"):
@@ -26,19 +27,19 @@ def test_release_version(host):
 
 def test_app_host_logs_in_with_scram():
     for db in labcheck.hosts("db"):
-        result = psql_from("data-app", labcheck.address(db), "app", APP_PASSWORD)
+        result = psql_from("core-app13", labcheck.address(db), "app", APP_PASSWORD)
         assert result.rc == 0, result.stderr
         assert result.stdout.strip() == "app"
 
 
 def test_wrong_password_is_refused():
-    result = psql_from("data-app", labcheck.address("db12"), "app", "wrong-password-123")
+    result = psql_from("core-app13", labcheck.address("core-data12"), "app", "wrong-password-123")
     assert result.rc != 0 and "password authentication failed" in result.stderr
 
 
 def test_lb_host_is_refused():
     for db in labcheck.hosts("db"):
-        assert not labcheck.can_connect("data-lb", labcheck.address(db), 5432)
+        assert not labcheck.can_connect("core-lb12", labcheck.address(db), 5432)
 
 
 def test_pg_hba_refuses_addresses_not_in_allowed_groups(host):
@@ -73,9 +74,10 @@ def test_exporter_can_monitor_but_not_read_data(host):
     name = host.backend.get_hostname()
     sql(host, "CREATE TABLE IF NOT EXISTS secret_stuff (x int)", db="app")
     sql(host, "ALTER TABLE secret_stuff OWNER TO app", db="app")
-    ok = psql_from("data-app", labcheck.address(name), "exporter", SECRETS[1], "SELECT count(*) FROM pg_stat_activity")
+    address = labcheck.address(name)
+    ok = psql_from(APP, address, "exporter", SECRETS[1], "SELECT count(*) FROM pg_stat_activity")
     assert ok.rc == 0, ok.stderr
-    denied = psql_from("data-app", labcheck.address(name), "exporter", SECRETS[1], "SELECT * FROM secret_stuff")
+    denied = psql_from(APP, address, "exporter", SECRETS[1], "SELECT * FROM secret_stuff")
     assert denied.rc != 0 and "permission denied" in denied.stderr
 
 
@@ -88,7 +90,7 @@ def test_databases_closed_to_other_users(host):
 
 
 def test_reload_for_reload_settings_and_restart_for_restart_settings():
-    db = labcheck.host("db12")
+    db = labcheck.host("core-data12")
     started = sql(db, "SELECT pg_postmaster_start_time()")
     rc, out = labcheck.playbook("converge.yml", "-e", '{"postgresql_settings": {"work_mem": "8MB"}}')
     assert rc == 0, out

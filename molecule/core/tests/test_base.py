@@ -1,4 +1,5 @@
-"""The base of a host: packages, time, users, firewall; on Debian 12 and 13."""
+"""The base of a host: packages, time, users, firewall; on Debian 12 and 13. The firewall is checked against the
+services the core fleet really runs: PostgreSQL on the data hosts, nginx on the lb hosts."""
 
 import os
 
@@ -45,27 +46,28 @@ def test_firewall_is_loaded_with_drop_policy(host):
 
 
 def test_postgresql_port_open_to_app_only():
-    db = labcheck.address("common-db")
-    assert labcheck.can_connect("common-app", db, 5432)
-    assert not labcheck.can_connect("common-lb", db, 5432)
-    assert not labcheck.can_connect("common-other", db, 5432)
+    db = labcheck.address("core-data13")
+    assert labcheck.can_connect("core-app13", db, 5432)
+    assert not labcheck.can_connect("core-lb12", db, 5432)
+    assert not labcheck.can_connect("core-data12", db, 5432)
 
 
 def test_http_open_to_everyone_on_lb():
-    lb = labcheck.address("common-lb")
-    for src in ("common-app", "common-db", "common-other"):
+    lb = labcheck.address("core-lb12")
+    for src in ("core-app13", "core-data13", "core-data12"):
         assert labcheck.can_connect(src, lb, 80), src
 
 
 def test_unlisted_port_closed():
-    # The probe on db listens on 5432 only for allowed sources; any other port is dropped, not refused.
-    app = labcheck.address("common-app")
-    labcheck.host("common-app").run("systemd-run --unit=probe-8125 python3 -m http.server 8125")
-    assert not labcheck.can_connect("common-db", app, 8125)
+    # A listener on a port no service of the host's groups has: dropped for everyone, not refused.
+    app = labcheck.address("core-app13")
+    labcheck.host("core-app13").run("systemd-run --unit=probe-8125 python3 -m http.server 8125")
+    assert not labcheck.can_connect("core-data13", app, 8125)
 
 
-@pytest.mark.parametrize("name", ["common-db", "common-lb"])
+@pytest.mark.parametrize("name", ["core-app13", "core-app12"])
 def test_service_helpers(name):
+    # The test backend of the app hosts runs through _common's service_user and systemd_unit (converge.yml).
     probe_host = labcheck.host(name)
     assert probe_host.user("probe").shell == "/usr/sbin/nologin"
     assert probe_host.file("/srv/probe").mode == 0o750
@@ -74,7 +76,7 @@ def test_service_helpers(name):
 
 
 def test_check_mode_on_converged_hosts_changes_nothing():
-    labcheck.assert_check_mode_clean()
+    labcheck.assert_check_mode_clean()  # one --check --diff run serves this file's, the data tier's and the edge's
 
 
 @pytest.mark.parametrize(
