@@ -12,11 +12,11 @@ COLL := .collections/ansible_collections/selfhosted/stack
 SANITY_DIR := /tmp/selfhosted-stack-sanity/ansible_collections/selfhosted/stack
 SCENARIOS := $(sort $(filter-out _shared,$(notdir $(wildcard molecule/*))))
 # Scenarios that run side by side in make test / make molecule: no load tests, no timing-sensitive checks; each has
-# its own containers and network, so they share only the CPU (backup + common + data + edge: 1036 s side by side,
-# 1330 s one after another).
-SIDE_BY_SIDE := backup common data edge
+# its own containers and network, so they share only the CPU. The others (app, canary, observed: deploys under load,
+# traffic shares, alert timings) run one at a time after them.
+SIDE_BY_SIDE := backup core fastapi nestjs node
 # make test-quick: the smallest scenario.
-QUICK_SCENARIO := common
+QUICK_SCENARIO := nestjs
 SUITE := $(subst $(eval) ,+,$(addprefix scenario-,$(SIDE_BY_SIDE))) \
   $(addprefix molecule-,$(filter-out $(SIDE_BY_SIDE),$(SCENARIOS)))
 
@@ -144,7 +144,7 @@ molecule: venv lab demo-app node-app ## every Molecule scenario
 	tests/run-suite.sh $(SUITE)
 
 .PHONY: molecule-%
-molecule-%: venv lab demo-app node-app ## one scenario, whole sequence (make molecule-common)
+molecule-%: venv lab demo-app node-app ## one scenario, whole sequence (make molecule-core)
 	molecule test -s $*
 
 # The same without the prerequisites, for run-suite's side-by-side steps (make test / make molecule made them).
