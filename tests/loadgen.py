@@ -1,9 +1,10 @@
 """Continuous HTTP(S) load for rollout tests and benchmarks (stdlib only: it is copied into a lab container).
 
-    loadgen.py --url https://127.0.0.1/version --host app.lab.test --out /tmp/loadgen.json [--workers 4]
+    loadgen.py --url https://127.0.0.1/version --host app.lab.test --out /tmp/loadgen.json [--workers 4] [--rate 25]
 
 Sends GET requests from --workers threads, each on its own keep-alive connection (reconnecting after an error or a
-close), until SIGTERM/SIGINT or --stop-file appears, then writes a JSON summary to --out: requests sent, ok and
+close), each at most --rate requests per second (0: as fast as answers come), until SIGTERM/SIGINT or --stop-file
+appears, then writes a JSON summary to --out: requests sent, ok and
 failed, failures by reason (status or exception), the JSON "version" field of the answers counted by value, and
 the first and last time each version was seen, and a timeline: per whole second (Unix time), the answers counted by
 version ("-" for none) and the failures. A request fails when the status is not 2xx or no answer comes.
@@ -61,7 +62,7 @@ class Stats:
                 self.last_seen[version] = now
 
 
-def worker(url, host, timeout, stats, stop):
+def worker(url, host, timeout, stats, stop, rate=0.0):
     parts = urllib.parse.urlsplit(url)
     path = parts.path or "/"
     if parts.query:
@@ -80,7 +81,15 @@ def worker(url, host, timeout, stats, stop):
         resp = c.getresponse()
         return resp, resp.read()
 
+    interval = 1.0 / rate if rate > 0 else 0.0
+    next_at = time.monotonic()
     while not stop.is_set():
+        if interval:
+            # A steady pace, not a burst after a slow answer: a late request is sent at once, the next one on time.
+            next_at = max(next_at + interval, time.monotonic() - interval)
+            delay = next_at - time.monotonic()
+            if delay > 0 and stop.wait(delay):
+                break
         try:
             if conn is None:
                 conn, used = connect(), 0
@@ -117,6 +126,7 @@ def main():
     ap.add_argument("--host", default="")
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--timeout", type=float, default=10)
+    ap.add_argument("--rate", type=float, default=0, help="requests per second per worker (0: no limit)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--stop-file", default="")
     ap.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: until signalled)")
@@ -127,7 +137,7 @@ def main():
         signal.signal(sig, lambda *_a: stop.set())
     started = time.time()
     threads = [
-        threading.Thread(target=worker, args=(args.url, args.host, args.timeout, stats, stop), daemon=True)
+        threading.Thread(target=worker, args=(args.url, args.host, args.timeout, stats, stop, args.rate), daemon=True)
         for _i in range(args.workers)
     ]
     for t in threads:
@@ -142,6 +152,8 @@ def main():
         t.join(args.timeout + 1)
     summary = {
         "url": args.url,
+        "rate_per_worker": args.rate,
+        "workers": args.workers,
         "started": started,
         "stopped": time.time(),
         "sent": stats.sent,
