@@ -10,6 +10,7 @@ scenario (same roles, more of them); it is not repeated here for the same reason
 """
 
 import json
+import subprocess
 
 import labcheck
 
@@ -138,3 +139,35 @@ def test_canary_failing_its_health_gate_takes_no_traffic():
     assert seen == []  # the gate failed before any weight
     assert "1.1.1" not in load.result["versions"]
     assert_rotation_restored("1.1.0")
+
+
+# ------------------------------------------------------------------------------------------------ over SSH
+def test_the_hosts_are_reached_over_ssh_as_a_user_with_sudo():
+    """This scenario's transport (molecule.yml): Ansible logs in as `ops` and becomes root with sudo."""
+    rc, out = labcheck.playbook("whoami.yml")
+    assert rc == 0, out
+    for name in [LB, DATA, MON, *APIS]:
+        assert f"{name} login=ops uid=1000 become=root" in out, out
+
+
+def test_a_deploy_with_an_api_host_unreachable_stops_before_any_host_changes():
+    """sshd stopped on one API host: the deploy's preflight loses it and the run stops before anything changes
+    (any_errors_fatal also holds for an unreachable host), naming the host; the others keep their release and
+    their rotation."""
+    before = {h: release_of(h) for h in APIS}
+    lost = APIS[1]
+    # sshd and its sessions (Ansible's ControlPersist master would carry on through an open one): sshd-session is
+    # the session process of OpenSSH 9.8+ (Debian 13), sshd's own child before.
+    stop = "systemctl stop ssh; pkill -x sshd; pkill -x sshd-session; true"
+    subprocess.run(["docker", "exec", lost, "sh", "-c", stop], check=True)
+    try:
+        rc, out = labcheck.playbook("deploy.yml", "-e", "app_release=1.0.0", "-e", json.dumps(QUICK_GATES))
+    finally:
+        subprocess.run(["docker", "exec", lost, "systemctl", "start", "ssh.service"], check=True)
+    assert rc != 0, out
+    assert f"fatal: [{lost}]: UNREACHABLE!" in out, out
+    counts = labcheck.recap(out)
+    assert counts[lost]["unreachable"] >= 1, out
+    assert all(c["changed"] == 0 for c in counts.values()), out
+    assert {h: release_of(h) for h in APIS} == before
+    assert_rotation_restored(before[APIS[0]])
