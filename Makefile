@@ -94,7 +94,7 @@ setup: venv lab demo-app node-app ## the venv, the lab (Docker, images) and the 
 
 .PHONY: test
 test: ## everything: set-up, lint, sanity, unit, every Molecule scenario; wall time per step and summary at the end
-	tests/run-suite.sh setup lint sanity unit $(SUITE)
+	tests/run-suite.sh setup lint+sanity+unit $(SUITE)
 
 .PHONY: test-quick
 test-quick: ## the developer's loop: set-up, lint, sanity and unit, side by side with the smallest scenario
