@@ -34,6 +34,21 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
+# Every systemd container takes inotify instances of the host's (one user, root, for all containers): with the
+# kernel's default of 128, the 24th lab host of make test's side-by-side scenarios stopped booting ("Failed to
+# create inotify object: Too many open files") and two others exited. Raised, never lowered.
+inotify_limits() {
+  local key want have
+  for key in max_user_instances:8192 max_user_watches:524288; do
+    want=${key#*:} key=${key%%:*}
+    have=$(cat "/proc/sys/fs/inotify/$key" 2>/dev/null || echo 0)
+    if [ "$have" -lt "$want" ]; then
+      need_root
+      sysctl -qw "fs.inotify.$key=$want" || log "could not raise fs.inotify.$key to $want (is $have)"
+    fi
+  done
+}
+
 engine() {
   local missing=()
   command -v dockerd >/dev/null || [ -x /usr/sbin/dockerd ] || missing+=(docker.io)
@@ -42,6 +57,7 @@ engine() {
   # Test tools from Debian: ansible-test sanity runs shellcheck on our scripts when it is installed.
   command -v shellcheck >/dev/null || missing+=(shellcheck)
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+  inotify_limits
   if docker info >/dev/null 2>&1; then
     return 0
   fi
