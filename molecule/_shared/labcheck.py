@@ -94,8 +94,10 @@ def assert_refused_in_preflight(tag, extra, variable, playbook_path="converge.ym
 
 
 @functools.cache
-def _check_mode_run(playbook_path):
-    return playbook(playbook_path, "--check", "--diff")
+def check_mode_run(playbook_path="converge.yml", *args):
+    """(rc, output) of `--check --diff` with these extra arguments, run once per scenario however many tests read
+    it."""
+    return playbook(playbook_path, "--check", "--diff", *args)
 
 
 def assert_check_mode_clean(secrets=(), playbook_path="converge.yml"):
@@ -103,7 +105,7 @@ def assert_check_mode_clean(secrets=(), playbook_path="converge.yml"):
 
     One run per scenario: the tests of one fleet that each make this claim (the core scenario's base, data tier and
     edge, each with its own secrets) read the same run's output."""
-    rc, out = _check_mode_run(playbook_path)
+    rc, out = check_mode_run(playbook_path)
     assert rc == 0, out
     counts = recap(out)
     assert set(counts) >= set(hosts("all")), out
