@@ -1,8 +1,12 @@
 """Redis: authentication, ACL users, persistence settings, firewall, secrets kept out of files and diffs."""
 
+import os
+import shlex
+
 import labcheck
 import pytest
 import secret_change
+import yaml
 
 testinfra_hosts = labcheck.hosts("cache")
 SECRETS = ["lab-default-Xq7v9pW2", "lab-app-Hn3kT8sQ4z", "lab-exporter-Pm5rW1cY8"]
@@ -29,6 +33,28 @@ def test_default_user_is_admin(host):
     assert out.split() == ["maxmemory", str(64 * 1024 * 1024)]
     assert "noeviction" in cli(host, "CONFIG", "GET", "maxmemory-policy", user="default", password=SECRETS[0])
     assert "yes" in cli(host, "CONFIG", "GET", "appendonly", user="default", password=SECRETS[0])
+
+
+def _validate_command(candidate):
+    """The validate command of the role's "Write redis.conf" task, for a candidate file."""
+    with open(os.path.join(labcheck.SCENARIO_DIR, "../../roles/redis/tasks/configure.yml")) as fh:
+        tasks = yaml.safe_load(fh)
+    command = next(t for t in tasks if "redis.conf" in t["name"])["ansible.builtin.template"]["validate"]
+    return shlex.join(shlex.split(command.replace("%s", candidate)))
+
+
+@pytest.mark.parametrize("broken", ["maxmemory lots", "user bob on >x ~* +nosuchcommand"])
+def test_a_broken_config_is_refused_and_the_check_leaves_nothing(host, broken):
+    # The live file passes; a line Redis cannot parse and an ACL user it cannot load are refused. Each check runs
+    # its Redis in a private directory it removes afterwards and stops it; the running Redis is untouched.
+    pid = host.run("pgrep -x redis-server").stdout.split()
+    host.run_expect([0], "install -m 0600 /etc/redis/redis.conf /root/candidate.conf")
+    assert host.run(_validate_command("/root/candidate.conf")).rc == 0
+    host.run_expect([0], f"printf '%s\\n' '{broken}' >> /root/candidate.conf")
+    assert host.run(_validate_command("/root/candidate.conf")).rc != 0
+    host.run_expect([0], "rm -f /root/candidate.conf")
+    assert host.run("pgrep -x redis-server").stdout.split() == pid
+    assert host.run("find /tmp -maxdepth 1 -name 'tmp.*'").stdout.strip() == ""
 
 
 def test_app_user_can_use_data_but_not_dangerous_commands(host):
