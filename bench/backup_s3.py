@@ -77,7 +77,7 @@ def main():
     now = end + datetime.timedelta(minutes=30)
 
     def rotation(check):
-        backups, groups = read_s3_set(client, bucket, PREFIX, lazy=True)
+        backups, groups, _ignored = read_s3_set(client, bucket, PREFIX, lazy=True)
         decided = plan_verified(
             backups,
             lambda bid: read_s3_backup(client, bucket, PREFIX, bid, groups[bid]),

@@ -24,9 +24,12 @@ import json
 import os
 import re
 import shutil
+import stat
 from dataclasses import dataclass, field
 
 PERIODS = ("hourly", "daily", "weekly", "monthly", "yearly")
+# How far in the future a backup's time may be (clocks of the host taking it and the one rotating differ a little).
+CLOCK_TOLERANCE = 300
 POLICY_KEYS = ("keep_last", "keep_within", *(f"keep_{p}" for p in PERIODS))
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdwy])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
@@ -123,14 +126,40 @@ def _label(key, period):
     )
 
 
-def plan(backups, policy, now, tz, grace_seconds=86400, max_age_seconds=None, force=False):
-    """Decide keep/delete for every backup of one set. backups: Backup objects (any order, unique ids)."""
+def future_backups(backups, now, tolerance_seconds=CLOCK_TOLERANCE):
+    """The ids of backups dated after now + tolerance (clock skew, a wrong timezone, a crafted id), sorted."""
+    horizon = now + datetime.timedelta(seconds=tolerance_seconds)
+    return sorted(b.id for b in backups if b.time > horizon)
+
+
+def plan(
+    backups,
+    policy,
+    now,
+    tz,
+    grace_seconds=86400,
+    max_age_seconds=None,
+    force=False,
+    clock_tolerance_seconds=CLOCK_TOLERANCE,
+):
+    """Decide keep/delete for every backup of one set. backups: Backup objects (any order, unique ids).
+
+    A backup dated in the future (beyond clock_tolerance_seconds) would win every "newest" choice and push real
+    backups out of the policy: the plan is refused (RotateError naming the ids), whatever force says."""
     policy = validate_policy(policy)
     if now.tzinfo is None:
         raise RotateError("now must carry a timezone")
     ids = [b.id for b in backups]
     if len(set(ids)) != len(ids):
         raise RotateError("backup ids must be unique within a set")
+    future = future_backups(backups, now, clock_tolerance_seconds)
+    if future:
+        shown = ", ".join(future[:10]) + (f" and {len(future) - 10} more" if len(future) > 10 else "")
+        raise RotateError(
+            f"{len(future)} backups are dated after now ({now.isoformat(timespec='seconds')}) plus the clock "
+            f"tolerance of {clock_tolerance_seconds} s: {shown}. They would count as the newest and push real "
+            f"backups out of the policy; check the host's clock and timezone, and move or delete those by hand"
+        )
     ordered = sorted(backups, key=lambda b: (b.time, b.id), reverse=True)  # newest first
     complete = [b for b in ordered if b.complete]
     why_keep = {}
@@ -240,18 +269,59 @@ def _mtime(path):
     return datetime.datetime.fromtimestamp(os.stat(path).st_mtime, tz=datetime.timezone.utc)
 
 
-def read_local(path):
-    """Backups of a local set directory (one subdirectory per backup; names starting with '.' are work in progress)."""
+# A set directory the backup agent made holds this file; backup_rotate deletes nothing in a directory without it.
+SET_MARKER = ".selfhosted-backup-set"
+# Never a set directory, whatever they hold.
+SYSTEM_DIRS = frozenset((
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/media", "/mnt", "/opt",
+    "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/bin", "/usr/lib", "/usr/local",  # noqa: S108
+    "/usr/sbin", "/usr/share", "/var", "/var/backups", "/var/cache", "/var/lib", "/var/log", "/var/mail",
+    "/var/spool", "/var/tmp", "/var/www",  # noqa: S108 (paths refused, not temporary files)
+))  # fmt: skip
+
+
+def check_set_dir(path, require_marker=True):
+    """Refuse a path that is not a dedicated backup set directory: a system directory (checked after resolving
+    symlinks), anything but a directory, or (require_marker) one without the marker the backup agent writes."""
+    real = os.path.realpath(path)
+    if real in SYSTEM_DIRS or path.rstrip("/") in SYSTEM_DIRS or path in ("", "/"):
+        raise RotateError(f"path {path} is a system directory, never a backup set: refused")
     if not os.path.isdir(path):
         raise RotateError(f"path {path} is not a directory")
-    backups = []
+    if require_marker and not os.path.isfile(os.path.join(path, SET_MARKER)):
+        raise RotateError(
+            f"path {path} has no {SET_MARKER} file, so it is not a set directory the backup agent made: refused "
+            f"(the agent writes it in every set directory; create it by hand only in a directory that holds "
+            f"nothing but backups)"
+        )
+
+
+def read_local(path, require_marker=True):
+    """(backups, ignored) of a local set directory: one subdirectory per backup, named by its id (20261125T021500Z,
+    as the agent writes them). Anything else is ignored, never deleted: names that are not backup ids, symbolic
+    links (never followed), files; ignored maps each name to why. Names starting with '.' are the agent's work in
+    progress and its marker, left out silently."""
+    check_set_dir(path, require_marker)
+    backups, ignored = [], {}
     for name in sorted(os.listdir(path)):
-        full = os.path.join(path, name)
-        if not os.path.isdir(full) or name.startswith("."):
+        if name.startswith("."):
             continue
-        sizes = {
-            f: os.path.getsize(os.path.join(full, f)) for f in os.listdir(full) if os.path.isfile(os.path.join(full, f))
-        }
+        full = os.path.join(path, name)
+        if not BACKUP_ID.match(name):
+            ignored[name] = "not a backup id (YYYYMMDDTHHMMSSZ)"
+            continue
+        if os.path.islink(full):
+            ignored[name] = "a symbolic link: never followed or deleted"
+            continue
+        if not os.path.isdir(full):
+            ignored[name] = "not a directory"
+            continue
+        # Only regular files count (lstat: a symbolic link inside a backup is not one of its files).
+        sizes = {}
+        for f in os.listdir(full):
+            st = os.lstat(os.path.join(full, f))
+            if stat.S_ISREG(st.st_mode):
+                sizes[f] = st.st_size
         manifest = None
         if MANIFEST in sizes:
             try:
@@ -262,7 +332,7 @@ def read_local(path):
         complete, problem = check_manifest(name, manifest, sizes)
         moment = parse_time(manifest["time"], f"{full}/{MANIFEST}") if complete else _mtime(full)
         backups.append(Backup(name, moment, complete, problem))
-    return backups
+    return backups, ignored
 
 
 class DeleteError(Exception):
@@ -309,17 +379,23 @@ def read_s3_backup(client, bucket, prefix, backup_id, objects):
 
 
 def read_s3_set(client, bucket, prefix, lazy=False):
-    """(backups, groups) of the set under prefix ('a/b/'); groups maps each backup id to {file name: object}.
+    """(backups, groups, ignored) of the set under prefix ('a/b/'); groups maps each backup id to {file name:
+    object}; ignored maps every other name under the prefix (not a backup id, or an object directly under it) to
+    why: those are never planned or deleted.
 
     lazy: a backup whose id is its time and whose manifest is listed counts as complete from the listing alone
     (verified=False); plan_verified() reads the manifests of those it would keep. One GET per kept backup instead of
     one per backup: the listing is the cost of a rotation, not the size of the set."""
-    groups = {}
+    groups, ignored = {}, {}
     for obj in list_s3(client, bucket, prefix):
         rest = obj["Key"][len(prefix) :]
         if "/" not in rest:
-            continue  # an object directly under the prefix is not a backup
+            ignored[rest] = "an object directly under the prefix, not in a backup"
+            continue
         backup_id, name = rest.split("/", 1)
+        if not BACKUP_ID.match(backup_id):
+            ignored[backup_id] = "not a backup id (YYYYMMDDTHHMMSSZ)"
+            continue
         groups.setdefault(backup_id, {})[name] = obj
     backups = []
     for backup_id, objects in sorted(groups.items()):
@@ -328,7 +404,7 @@ def read_s3_set(client, bucket, prefix, lazy=False):
             backups.append(Backup(backup_id, moment, True, "", verified=False))
         else:
             backups.append(read_s3_backup(client, bucket, prefix, backup_id, objects))
-    return backups, groups
+    return backups, groups, ignored
 
 
 def plan_verified(backups, verify, policy, now, tz, **options):
@@ -360,10 +436,10 @@ class S3BackupSet:
 
     def __init__(self, client, bucket, prefix):
         self.client, self.bucket, self.prefix = client, bucket, prefix.strip("/") + "/"
-        self.groups = {}
+        self.groups, self.ignored = {}, {}
 
     def read(self):
-        backups, self.groups = read_s3_set(self.client, self.bucket, self.prefix, lazy=True)
+        backups, self.groups, self.ignored = read_s3_set(self.client, self.bucket, self.prefix, lazy=True)
         return backups
 
     def verify(self, backup_id):
@@ -376,15 +452,21 @@ class S3BackupSet:
 class LocalBackupSet:
     """The backups of one set in a local directory (read whole: every backup is verified when read)."""
 
-    def __init__(self, path):
-        self.path = path
+    def __init__(self, path, require_marker=True):
+        self.path, self.require_marker = path, require_marker
+        self.ignored = {}
 
     def read(self):
-        return read_local(self.path)
+        backups, self.ignored = read_local(self.path, self.require_marker)
+        return backups
 
     def verify(self, backup_id):
         return next(b for b in self.read() if b.id == backup_id)
 
     def delete(self, ids):
         for backup_id in ids:
-            shutil.rmtree(os.path.join(self.path, backup_id))
+            full = os.path.join(self.path, backup_id)
+            # Checked again right before: only a real directory named by a backup id, never through a symlink.
+            if not BACKUP_ID.match(backup_id) or os.path.islink(full) or not os.path.isdir(full):
+                raise DeleteError(f"{full} is not a backup directory: not deleted")
+            shutil.rmtree(full)

@@ -20,6 +20,9 @@ description:
   - When the set has no complete backup, or the newest is older than O(max_age), nothing is deleted unless
     O(force=true); the backups are broken, and rotation must not make it worse.
   - An empty policy is refused. S3 deletes go in batches of up to 1000 keys.
+  - Only entries named by a backup id as the backup role writes them (their UTC time, V(20261125T021500Z)) are
+    backups. Anything else in the directory or under the prefix (C(lost+found), a copy named C(...bak), a
+    symbolic link, a file) is left alone and returned in RV(ignored).
   - On S3, a backup whose id is its UTC time (as the backup role writes them, V(20261125T021500Z)) and whose
     manifest is listed is planned from the listing; the manifests of the backups the plan keeps are then read and
     checked, and the plan is made again if one turns out incomplete. A rotation costs the listing plus one GET
@@ -28,7 +31,10 @@ author:
   - selfhosted.stack maintainers (@selfhosted-stack)
 options:
   path:
-    description: Local directory of the set (one subdirectory per backup). Exactly one of O(path) and O(s3).
+    description:
+      - Local directory of the set (one subdirectory per backup). Exactly one of O(path) and O(s3).
+      - It must be a set directory the backup agent made (it holds C(.selfhosted-backup-set)); V(/) and system
+        directories (C(/etc), C(/var), C(/home), ... also reached through a symbolic link) are refused.
     type: path
   s3:
     description: The set on S3-compatible storage. Exactly one of O(path) and O(s3).
@@ -98,6 +104,13 @@ options:
     description: Rotate even when the backups look broken (see O(max_age)). The newest complete backup is still kept.
     type: bool
     default: false
+  clock_tolerance:
+    description:
+      - How far after now a backup's time may be. A backup dated later (clock skew, a wrong timezone, a crafted
+        id) would count as the newest and push real backups out of the policy, so the run fails naming those
+        backups and deletes nothing, whatever O(force) says.
+    type: str
+    default: 5m
 attributes:
   check_mode:
     description: Can run in check mode and return the changed status prediction without modifying the target.
@@ -157,12 +170,19 @@ refused:
   description: Why nothing was deleted although the policy would have (broken backups), else empty.
   returned: always
   type: str
+ignored:
+  description: Names in the set that are not backups, each with why; never planned or deleted.
+  returned: always
+  type: dict
+  sample: {"lost+found": "not a backup id (YYYYMMDDTHHMMSSZ)",
+           "20260101T000000Z": "a symbolic link: never followed or deleted"}
 """
 
 import datetime
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.selfhosted.stack.plugins.module_utils._backup_rotate import (
+    CLOCK_TOLERANCE,
     DeleteError,
     LocalBackupSet,
     RotateError,
@@ -194,8 +214,17 @@ def run(module, store, now):
     policy["keep_within"] = p["keep_within"]
     grace = parse_duration(p["grace"], "grace")
     max_age = parse_duration(p["max_age"], "max_age")
+    tolerance = parse_duration(p["clock_tolerance"], "clock_tolerance")
     decided = plan_verified(
-        store.read(), store.verify, policy, now, tz, grace_seconds=grace, max_age_seconds=max_age, force=p["force"]
+        store.read(),
+        store.verify,
+        policy,
+        now,
+        tz,
+        grace_seconds=grace,
+        max_age_seconds=max_age,
+        force=p["force"],
+        clock_tolerance_seconds=CLOCK_TOLERANCE if tolerance is None else tolerance,
     )
     result = dict(
         changed=decided.changed,
@@ -203,6 +232,7 @@ def run(module, store, now):
         deleted=decided.delete,
         reasons=decided.reasons,
         refused=decided.refused,
+        ignored=store.ignored,
         diff=dict(
             before="".join(f"{b}\n" for b in decided.keep + decided.delete),
             after="".join(f"{b}\n" for b in decided.keep),
@@ -210,6 +240,8 @@ def run(module, store, now):
     )
     if decided.refused:
         module.warn(decided.refused)
+    if store.ignored:
+        module.warn(f"not backups, left alone: {', '.join(sorted(store.ignored))}")
     if decided.delete and not module.check_mode:
         store.delete(decided.delete)
     return result
@@ -242,6 +274,7 @@ def main():
             grace=dict(type="str", default="24h"),
             max_age=dict(type="str", default="3d"),
             force=dict(type="bool", default=False),
+            clock_tolerance=dict(type="str", default="5m"),
         ),
         mutually_exclusive=[("path", "s3")],
         required_one_of=[("path", "s3")],
@@ -275,7 +308,8 @@ def main():
             f"left, so it counts as incomplete, never as kept)"
         )
     except OSError as exc:
-        module.fail_json(msg=f"backup_rotate: {exc.strerror} on {exc.filename}")
+        # str(exc): shutil and others raise OSErrors without strerror or filename ("None on None" before).
+        module.fail_json(msg=f"backup_rotate: {exc}")
 
 
 if __name__ == "__main__":

@@ -279,7 +279,9 @@ def test_rotation_of_two_years_keeps_exactly_the_policy(backend):
     host = labcheck.host(DB)
     where = ["-e", "rotate_path=/root/history"] if backend == "local" else ["-e", "rotate_prefix=synthetic/s3"]
     if backend == "local":
-        host.run_expect([0], "rm -rf /root/history && mkdir /root/history")
+        host.run_expect(
+            [0], "rm -rf /root/history && mkdir /root/history && touch /root/history/.selfhosted-backup-set"
+        )
         host.run_expect([0], f"python3 /root/s3tool.py - local-history /root/history {END.isoformat()} {HOURS}")
     else:
         s3("clear", "synthetic/s3/")
