@@ -37,9 +37,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # The retention planner is installed beside this file.
 from _backup_rotate import (  # pylint: disable=wrong-import-position
     MANIFEST,
+    SET_MARKER,
     LocalBackupSet,
     RotateError,
     S3BackupSet,
+    future_backups,
     parse_duration,
     parse_time,
     plan_verified,
@@ -135,6 +137,8 @@ BACKUP_METRICS = (
     ("duration_seconds", "Duration of the last successful backup (dump, verify, upload).", "gauge"),
     ("size_bytes", "Total size of the files of the last successful backup.", "gauge"),
     ("failures_total", "Backup attempts that failed since the agent was installed.", "counter"),
+    ("last_rotation_success", "1 when the last rotation of the set (local and S3) succeeded, else 0.", "gauge"),
+    ("rotation_failures_total", "Rotations of the set that failed since the agent was installed.", "counter"),
 )
 DRILL_METRICS = (
     ("last_success", "1 when the last restore drill of the set succeeded, else 0.", "gauge"),
@@ -160,9 +164,11 @@ def render_metrics(state):
     return "\n".join(lines) + "\n"
 
 
-def newest_complete(backups):
-    """The newest complete backup (a Backup) or None."""
-    complete = [b for b in backups if b.complete]
+def newest_complete(backups, now=None):
+    """The newest complete backup (a Backup) or None; with now, none dated after now plus the clock tolerance (a backup
+    from the future is a wrong clock or a crafted id, never "the newest")."""
+    future = set(future_backups(backups, now)) if now is not None else set()
+    complete = [b for b in backups if b.complete and b.id not in future]
     return max(complete, key=lambda b: (b.time, b.id)) if complete else None
 
 
@@ -415,11 +421,21 @@ class S3Set(S3BackupSet):
         self.client.download_file(self.bucket, f"{self.prefix}{bid}/{name}", dest)
 
 
+def ensure_set_dir(path):
+    """The set directory, with the marker that tells backup_rotate it is one (made by this agent)."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    marker = os.path.join(path, SET_MARKER)
+    if not os.path.isfile(marker):
+        write_atomic(
+            marker, "A backup set of selfhosted-backup: only entries named by backup ids are backups.\n", 0o600
+        )
+
+
 class LocalSet(LocalBackupSet):
     """A local set, plus what restores need: its manifests and files."""
 
     def read(self):
-        os.makedirs(self.path, mode=0o700, exist_ok=True)
+        ensure_set_dir(self.path)
         return super().read()
 
     def manifest(self, bid):
@@ -462,7 +478,7 @@ def rotate(cfg, set_name, store, policy, where):
 def backup_set(cfg, set_name, databases=None):
     kind = cfg["sets"][set_name]["kind"]
     local = os.path.join(cfg["local_dir"], set_name)
-    os.makedirs(local, mode=0o700, exist_ok=True)
+    ensure_set_dir(local)
     started = datetime.datetime.now(datetime.timezone.utc)
     bid = backup_id(started)
     work_dir = os.path.join(local, f".partial-{bid}")
@@ -516,10 +532,23 @@ def cmd_run(cfg, args):
             f"peak memory {peak_rss_mib(resource.RUSAGE_SELF)} MiB, tools {peak_rss_mib(resource.RUSAGE_CHILDREN)} MiB)"
         )
         if not args.no_rotate:
-            # Rotation only after a success: a failed backup never causes a deletion.
-            rotate(cfg, set_name, LocalSet(os.path.join(cfg["local_dir"], set_name)), cfg["local_retention"], "local")
-            if cfg.get("s3"):
-                rotate(cfg, set_name, store_for(cfg, set_name, "s3"), cfg["retention"], "s3")
+            # Rotation only after a success: a failed backup never causes a deletion. A failed rotation (a refused
+            # plan, S3 down) is counted and reported, and never stops the next set's backup.
+            try:
+                rotate(
+                    cfg, set_name, LocalSet(os.path.join(cfg["local_dir"], set_name)), cfg["local_retention"], "local"
+                )
+                if cfg.get("s3"):
+                    rotate(cfg, set_name, store_for(cfg, set_name, "s3"), cfg["retention"], "s3")
+            except Exception as exc:  # every failure is reported and counted
+                entry["rotation_failures_total"] = entry.get("rotation_failures_total", 0) + 1
+                entry["last_rotation_success"] = 0
+                save_state(cfg, state)
+                log(f"{set_name}: ROTATION FAILED (the new backup is kept): {exc}")
+                failed.append(f"{set_name} (rotation)")
+                continue
+            entry["last_rotation_success"] = 1
+            save_state(cfg, state)
     if failed:
         raise BackupError(f"backup failed for {', '.join(failed)}")
 
@@ -558,10 +587,14 @@ def choose_backup(store, wanted=None):
         if not chosen.complete:
             raise BackupError(f"backup {wanted} is incomplete ({chosen.problem}); choose a complete one")
         return chosen
+    now = datetime.datetime.now(datetime.timezone.utc)
+    future = future_backups(backups.values(), now)
+    if future:
+        log(f"not chosen, dated after now (a wrong clock or a crafted id): {', '.join(future)}")
     while True:
-        best = newest_complete(backups.values())
+        best = newest_complete(backups.values(), now)
         if best is None:
-            raise BackupError("the set has no complete backup")
+            raise BackupError("the set has no complete backup" + (" that is not dated in the future" if future else ""))
         if best.verified:
             return best
         backups[best.id] = store.verify(best.id)

@@ -137,6 +137,21 @@ def test_choose_backup(tmp_path):
         agent.choose_backup(store, "20200101T000000Z")
 
 
+def test_choose_backup_never_takes_one_dated_in_the_future(tmp_path):
+    # Issue 23, finding 2: with real backups and one dated 2099, a restore took the 2099 one by default.
+    store = agent.LocalSet(str(tmp_path / "set"))
+    make_local_backup(store.path, "20261124T020000Z")
+    make_local_backup(store.path, "20991231T020000Z")
+    assert agent.choose_backup(store).id == "20261124T020000Z"
+    assert agent.choose_backup(store, "20991231T020000Z").id == "20991231T020000Z"  # named: the operator's choice
+
+
+def test_the_agent_marks_its_set_directories(tmp_path):
+    store = agent.LocalSet(str(tmp_path / "set"))
+    store.read()
+    assert os.path.isfile(os.path.join(store.path, ".selfhosted-backup-set"))
+
+
 def test_failed_backup_is_counted_and_nothing_is_rotated(tmp_path, monkeypatch):
     monkeypatch.setattr(agent, "STATE", str(tmp_path / "state.json"))
     cfg = {
@@ -165,6 +180,42 @@ def test_failed_backup_is_counted_and_nothing_is_rotated(tmp_path, monkeypatch):
     assert rotations == []
     prom = (tmp_path / "selfhosted_backup.prom").read_text()
     assert 'selfhosted_backup_failures_total{set="postgresql"} 2' in prom
+
+
+def test_a_failed_rotation_keeps_the_backup_and_the_next_set_still_runs(tmp_path, monkeypatch):
+    # Issue 23, finding 4 (part): an S3 error while rotating one set aborted the run, so the next set (Redis) was
+    # never backed up and the traceback escaped.
+    monkeypatch.setattr(agent, "STATE", str(tmp_path / "state.json"))
+    cfg = {
+        "host": "db1",
+        "local_dir": str(tmp_path / "b"),
+        "textfile_dir": str(tmp_path),
+        "sets": {"postgresql": {"kind": "postgresql"}, "redis": {"kind": "redis"}},
+        "retention": {"keep_last": 1},
+        "local_retention": {"keep_last": 1},
+        "s3": {},
+    }
+    backed_up = []
+
+    def backup(_cfg, set_name, _databases=None):
+        backed_up.append(set_name)
+        return {"id": "20261124T020000Z", "total_size": 1000}, 0.1
+
+    def rotate(_cfg, set_name, *_args):
+        if set_name == "postgresql":
+            raise RuntimeError("S3 DeleteObjects: InternalError")
+
+    monkeypatch.setattr(agent, "backup_set", backup)
+    monkeypatch.setattr(agent, "rotate", rotate)
+    with pytest.raises(agent.BackupError, match=r"backup failed for postgresql \(rotation\)"):
+        agent.cmd_run(cfg, types.SimpleNamespace(sets=[], databases=None, no_rotate=False))
+    assert backed_up == ["postgresql", "redis"]
+    with open(agent.STATE) as fh:
+        state = json.load(fh)["backup"]
+    assert state["postgresql"]["last_run_success"] == 1 and state["postgresql"]["rotation_failures_total"] == 1
+    assert state["postgresql"]["last_rotation_success"] == 0 and state["redis"]["last_rotation_success"] == 1
+    prom = (tmp_path / "selfhosted_backup.prom").read_text()
+    assert 'selfhosted_backup_rotation_failures_total{set="postgresql"} 1' in prom
 
 
 def test_unknown_set_is_refused(tmp_path, monkeypatch):
