@@ -280,6 +280,18 @@ SYSTEM_DIRS = frozenset((
 ))  # fmt: skip
 
 
+def base_dir_problem(path):
+    """Why `path` cannot hold backup sets (the backup role's backup_local_dir), or '' when it can: it must be an
+    absolute, normalised path of its own, not / or a system directory. The same list backup_rotate refuses."""
+    if not isinstance(path, str) or not path.startswith("/") or any(c in path for c in "\n\r\0"):
+        return "an absolute path on one line"
+    if os.path.normpath(path) != path:
+        return "a normalised path (no '..', '//' or trailing '/')"
+    if path in SYSTEM_DIRS:
+        return "a directory of its own, not / or a system directory (" + ", ".join(sorted(SYSTEM_DIRS)) + ")"
+    return ""
+
+
 def check_set_dir(path, require_marker=True):
     """Refuse a path that is not a dedicated backup set directory: a system directory (checked after resolving
     symlinks), anything but a directory, or (require_marker) one without the marker the backup agent writes."""

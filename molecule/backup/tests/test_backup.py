@@ -311,6 +311,9 @@ def test_bad_retention_is_refused_before_any_change():
         "backup_preflight", '{"backup_retention": {"grace": "1d"}}', "backup_retention"
     )
     labcheck.assert_refused_in_preflight("backup_preflight", '{"backup_schedule": "at two"}', "backup_schedule")
+    # A system directory as the agent's base would mix backups with the system's files (issue 23, finding 1).
+    labcheck.assert_refused_in_preflight("backup_preflight", '{"backup_local_dir": "/var"}', "backup_local_dir")
+    labcheck.assert_refused_in_preflight("backup_preflight", '{"backup_min_size_ratio": 1.5}', "backup_min_size_ratio")
     labcheck.assert_refused_in_preflight(
         "object_storage_preflight", '{"object_storage_buckets": ["Bad_Bucket"]}', "object_storage_buckets"
     )

@@ -100,6 +100,18 @@ def dump_problems(size, listing_lines, min_size):
     return problems
 
 
+def size_problem(size, reference, ratio):
+    """Why a new backup of `size` bytes looks wrong next to the last one accepted (`reference` bytes), or None: a
+    backup much smaller than the one before (an emptied database, a dump of the wrong server) must not rotate
+    good backups away. No reference (a new set) or a ratio of 0 accepts any size."""
+    if not reference or not ratio or size >= reference * ratio:
+        return None
+    return (
+        f"{size} bytes, less than {ratio:.0%} of the {reference} bytes of the last backup accepted; it is kept, "
+        f"and this set's rotation waits until a person confirms (selfhosted-backup confirm-size SET)"
+    )
+
+
 def redis_save_done(info, started_after):
     """(done, error) from Redis INFO persistence fields after a BGSAVE requested at `started_after` (epoch s)."""
     if info.get("rdb_bgsave_in_progress") == "1":
@@ -139,6 +151,7 @@ BACKUP_METRICS = (
     ("failures_total", "Backup attempts that failed since the agent was installed.", "counter"),
     ("last_rotation_success", "1 when the last rotation of the set (local and S3) succeeded, else 0.", "gauge"),
     ("rotation_failures_total", "Rotations of the set that failed since the agent was installed.", "counter"),
+    ("size_hold", "1 when the last backup was much smaller than the one before and rotation waits, else 0.", "gauge"),
 )
 DRILL_METRICS = (
     ("last_success", "1 when the last restore drill of the set succeeded, else 0.", "gauge"),
@@ -519,6 +532,8 @@ def cmd_run(cfg, args):
             log(f"{set_name}: BACKUP FAILED: {exc}")
             failed.append(set_name)
             continue
+        # The size to compare with: the last backup accepted (before this agent version: the last one's size).
+        reference = entry.get("reference_size_bytes", entry.get("size_bytes"))
         entry.update(
             last_run_success=1,
             last_success_timestamp_seconds=time.time(),
@@ -526,11 +541,21 @@ def cmd_run(cfg, args):
             size_bytes=manifest["total_size"],
             last_id=manifest["id"],
         )
-        save_state(cfg, state)
         log(
             f"{set_name}: backup {manifest['id']} complete ({manifest['total_size']} bytes in {duration:.1f} s; "
             f"peak memory {peak_rss_mib(resource.RUSAGE_SELF)} MiB, tools {peak_rss_mib(resource.RUSAGE_CHILDREN)} MiB)"
         )
+        problem = size_problem(manifest["total_size"], reference, float(cfg.get("min_size_ratio", 0.5)))
+        if problem and not entry.get("size_hold_id"):
+            entry.update(size_hold_id=manifest["id"], size_hold_bytes=manifest["total_size"])
+            log(f"{set_name}: SIZE CHECK: backup {manifest['id']} has {problem}")
+        elif not problem and not entry.get("size_hold_id"):
+            entry["reference_size_bytes"] = manifest["total_size"]
+        entry["size_hold"] = 1 if entry.get("size_hold_id") else 0
+        save_state(cfg, state)
+        if entry["size_hold"]:
+            log(f"{set_name}: rotation waits (backup {entry['size_hold_id']} was much smaller than the one before)")
+            continue
         if not args.no_rotate:
             # Rotation only after a success: a failed backup never causes a deletion. A failed rotation (a refused
             # plan, S3 down) is counted and reported, and never stops the next set's backup.
@@ -868,6 +893,22 @@ def cmd_drill(cfg, args):
     print(json.dumps(report))
 
 
+def cmd_confirm_size(cfg, args):
+    """A person looked at the smaller backup and accepts it: its size becomes the reference, rotation resumes."""
+    state = load_json(STATE, {})
+    entry = state.get("backup", {}).get(args.set)
+    if args.set not in cfg["sets"] or entry is None:
+        raise BackupError(f"unknown backup set {args.set!r}; this host has {sorted(cfg['sets'])}")
+    if not entry.get("size_hold_id"):
+        log(f"{args.set}: no backup waits for a size confirmation")
+        return
+    log(f"{args.set}: size of backup {entry['size_hold_id']} ({entry['size_hold_bytes']} bytes) confirmed")
+    entry["reference_size_bytes"] = entry.pop("size_hold_bytes")
+    entry.pop("size_hold_id")
+    entry["size_hold"] = 0
+    save_state(cfg, state)
+
+
 def cmd_init(cfg, args):  # pylint: disable=unused-argument
     """First metrics of a new host: counts the install time as the last success, so BackupTooOld fires when the
     timer never runs."""
@@ -904,6 +945,8 @@ def parser():
     drl = sub.add_parser("drill", help="restore drill into a scratch database")
     drl.add_argument("--source", choices=["s3", "local"])
     sub.add_parser("init", help="first metrics of a new host")
+    cfs = sub.add_parser("confirm-size", help="accept a much smaller backup of a set; its rotation resumes")
+    cfs.add_argument("set")
     return top
 
 
@@ -918,6 +961,7 @@ def main(argv=None):
         "restore-redis": cmd_restore_redis,
         "drill": cmd_drill,
         "init": cmd_init,
+        "confirm-size": cmd_confirm_size,
     }
     try:
         with contextlib.suppress(BrokenPipeError), open(LOCK, "w") as lock:

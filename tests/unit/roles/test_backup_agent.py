@@ -218,6 +218,55 @@ def test_a_failed_rotation_keeps_the_backup_and_the_next_set_still_runs(tmp_path
     assert 'selfhosted_backup_rotation_failures_total{set="postgresql"} 1' in prom
 
 
+@pytest.mark.parametrize(
+    ("size", "reference", "ratio", "flagged"),
+    [(400, 1000, 0.5, True), (500, 1000, 0.5, False), (10, None, 0.5, False), (10, 0, 0.5, False), (1, 1000, 0, False)],
+)
+def test_size_problem(size, reference, ratio, flagged):
+    assert bool(agent.size_problem(size, reference, ratio)) is flagged
+
+
+def test_a_much_smaller_backup_is_kept_and_holds_rotation_until_confirmed(tmp_path, monkeypatch):
+    # Issue 23, finding 6: a dump of an emptied database passed the 512-byte minimum, then rotated good backups away.
+    monkeypatch.setattr(agent, "STATE", str(tmp_path / "state.json"))
+    cfg = {
+        "host": "db1",
+        "local_dir": str(tmp_path / "b"),
+        "textfile_dir": str(tmp_path),
+        "sets": {"postgresql": {"kind": "postgresql"}},
+        "retention": {"keep_last": 1},
+        "local_retention": {"keep_last": 1},
+        "s3": {},
+        "min_size_ratio": 0.5,
+    }
+    sizes, rotations = iter([100_000, 2_000, 100_000, 2_000]), []
+    ids = iter(["20261124T020000Z", "20261125T020000Z", "20261126T020000Z", "20261127T020000Z"])
+
+    def backup(_cfg, _set_name, _databases=None):
+        return {"id": next(ids), "total_size": next(sizes)}, 0.1
+
+    monkeypatch.setattr(agent, "backup_set", backup)
+    monkeypatch.setattr(agent, "rotate", lambda _cfg, set_name, *_a: rotations.append(set_name))
+    args = types.SimpleNamespace(sets=[], databases=None, no_rotate=False)
+
+    def state():
+        with open(agent.STATE) as fh:
+            return json.load(fh)["backup"]["postgresql"]
+
+    agent.cmd_run(cfg, args)  # 100 kB: the reference
+    assert rotations == ["postgresql"] and state()["size_hold"] == 0
+    agent.cmd_run(cfg, args)  # 2 kB: kept, rotation waits
+    assert rotations == ["postgresql"] and state()["size_hold"] == 1
+    assert state()["size_hold_id"] == "20261125T020000Z"
+    assert 'selfhosted_backup_size_hold{set="postgresql"} 1' in (tmp_path / "selfhosted_backup.prom").read_text()
+    agent.cmd_run(cfg, args)  # back to 100 kB: still waits for a person
+    assert rotations == ["postgresql"] and state()["size_hold"] == 1
+    agent.cmd_confirm_size(cfg, types.SimpleNamespace(set="postgresql"))
+    assert state()["size_hold"] == 0 and state()["reference_size_bytes"] == 2_000
+    agent.cmd_run(cfg, args)  # 2 kB is the confirmed normal now
+    assert rotations == ["postgresql", "postgresql"] and state()["size_hold"] == 0
+
+
 def test_unknown_set_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(agent, "STATE", str(tmp_path / "state.json"))
     cfg = {"sets": {"postgresql": {}}, "local_dir": str(tmp_path)}

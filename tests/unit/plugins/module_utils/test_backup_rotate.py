@@ -9,6 +9,7 @@ from ansible_collections.selfhosted.stack.plugins.module_utils._backup_rotate im
     MANIFEST,
     Backup,
     RotateError,
+    base_dir_problem,
     batched,
     check_manifest,
     id_time,
@@ -235,3 +236,25 @@ def test_plan_verified_reads_only_what_it_keeps():
     decided = plan_verified(hourly, verify, {"keep_last": 3, "keep_daily": 7}, NOW, UTC)
     assert sorted(read) == sorted(decided.keep) and len(read) == 9
     assert len(decided.delete) == 2000 - 9
+
+
+@pytest.mark.parametrize(
+    ("path", "needle"),
+    [
+        ("/", "system directory"),
+        ("/var", "system directory"),
+        ("/var/backups", "system directory"),
+        ("/home", "system directory"),
+        ("var/backups", "absolute"),
+        ("/srv/b/", "normalised"),
+        ("/srv/../etc", "normalised"),
+        ("/srv/b\nx", "one line"),
+        (None, "absolute"),
+    ],
+)
+def test_base_dir_problem(path, needle):
+    assert needle in base_dir_problem(path)
+
+
+def test_a_dedicated_directory_is_fine():
+    assert base_dir_problem("/var/backups/selfhosted") == ""
