@@ -69,8 +69,8 @@ def test_every_shipped_rule_evaluates_without_error():
     names = {r["name"] for r in rules}
     assert names >= {
         "InstanceDown", "HighErrorRate", "HighLatencyP95", "PostgresDown", "PostgresTooManyConnections", "RedisDown",
-        "RedisMemoryNearMax", "DiskAlmostFull", "BackupTooOld", "BackupRotationFailed", "BackupSizeDropped",
-        "RestoreDrillFailed", "DeployRolledBack",
+        "RedisMemoryNearMax", "DiskAlmostFull", "BackupTooOld", "BackupUploadFailed", "BackupRotationFailed",
+        "BackupSizeDropped", "RestoreDrillFailed", "DeployRolledBack",
     }  # fmt: skip
     assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
 

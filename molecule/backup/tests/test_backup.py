@@ -204,8 +204,10 @@ def journal(host):
     return host.run("journalctl -u throttled-backup -o cat").stdout
 
 
-def test_upload_failing_half_way_is_not_counted_and_deletes_nothing():
-    """The upload is throttled so it is still running when the storage service stops under it."""
+def test_upload_failing_half_way_keeps_the_local_backup_and_the_next_run_uploads_it():
+    """The upload is throttled so it is still running when the storage service stops under it. The verified local
+    copy stays (before issue 23 it was deleted with the failed upload: no new backup anywhere), the failure is a
+    metric, nothing on S3 is deleted or counted, and the next run uploads the waiting backup."""
     host = labcheck.host(DB)
     before = s3_backups(DB, "postgresql")
     host.run_expect(
@@ -229,16 +231,28 @@ def test_upload_failing_half_way_is_not_counted_and_deletes_nothing():
     finally:
         labcheck.host(STORAGE).run_expect([0], "systemctl start seaweedfs seaweedfs-s3.socket")
     log = journal(host)
-    assert "BACKUP FAILED" in log and "manifest uploaded" not in log, log
+    assert "UPLOAD FAILED" in log and "manifest uploaded" not in log, log
     assert host.run("systemctl show -p Result --value throttled-backup").stdout.strip() in ("exit-code", "")
     host.run("systemctl reset-failed throttled-backup")
+    state = json.loads(host.file("/var/lib/selfhosted/backup-state.json").content_string)["backup"]["postgresql"]
+    (waiting,) = state["pending_upload"]
+    assert host.file(f"/var/backups/selfhosted/postgresql/{waiting}/manifest.json").is_file  # the local copy
+    m = metrics(DB)
+    assert m['selfhosted_backup_last_upload_success{set="postgresql"}'] == 0
+    assert m['selfhosted_backup_pending_uploads{set="postgresql"}'] == 1
+    assert m['selfhosted_backup_last_run_success{set="postgresql"}'] == 1  # a verified backup exists (locally)
     # SeaweedFS takes connections (socket activation) before its S3 gateway answers: a reset connection is "not yet".
     assert labcheck.wait_for(lambda: s3_answers("put", "lab/probe", "x") == "ok", timeout=60)
     after = s3_backups(DB, "postgresql")
     # Nothing deleted; whatever the interrupted upload left has no manifest, so it does not count.
     assert set(before) <= set(after)
     assert complete_ids(DB, "postgresql") == sorted(b for b in before if "manifest.json" in before[b])
-    assert metrics(DB)['selfhosted_backup_last_run_success{set="postgresql"}'] == 0
+    # The next run uploads the waiting backup, then its own.
+    host.run_expect([0], "selfhosted-backup run postgresql")
+    assert waiting in complete_ids(DB, "postgresql")
+    m = metrics(DB)
+    assert m['selfhosted_backup_last_upload_success{set="postgresql"}'] == 1
+    assert m['selfhosted_backup_pending_uploads{set="postgresql"}'] == 0
 
 
 # --- rotation over a synthetic two-year hourly history ------------------------------------------------------------

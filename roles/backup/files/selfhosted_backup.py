@@ -152,6 +152,9 @@ BACKUP_METRICS = (
     ("last_rotation_success", "1 when the last rotation of the set (local and S3) succeeded, else 0.", "gauge"),
     ("rotation_failures_total", "Rotations of the set that failed since the agent was installed.", "counter"),
     ("size_hold", "1 when the last backup was much smaller than the one before and rotation waits, else 0.", "gauge"),
+    ("last_upload_success", "1 when the last upload to S3 succeeded, else 0 (the local copy is kept).", "gauge"),
+    ("upload_failures_total", "Uploads to S3 that failed since the agent was installed.", "counter"),
+    ("pending_uploads", "Local backups of the set that wait for their upload to S3.", "gauge"),
 )
 DRILL_METRICS = (
     ("last_success", "1 when the last restore drill of the set succeeded, else 0.", "gauge"),
@@ -503,14 +506,36 @@ def backup_set(cfg, set_name, databases=None):
         else:
             files, tools, extra = backup_redis(cfg, work_dir)
         manifest = build_manifest(bid, set_name, kind, cfg["host"], started, files, tools, extra)
-        if cfg.get("s3"):
-            upload_backup(cfg, s3_client(cfg), set_name, bid, work_dir, manifest)
+        # The verified local copy is kept first; the upload (cmd_run, upload_pending) comes after, so an S3 outage
+        # never leaves the run with no new backup anywhere.
         write_atomic(os.path.join(work_dir, MANIFEST), json.dumps(manifest, indent=2) + "\n", 0o600)
         os.replace(work_dir, os.path.join(local, bid))
     except BaseException:
         shutil.rmtree(work_dir, ignore_errors=True)
         raise
     return manifest, time.monotonic() - clock
+
+
+def upload_pending(cfg, set_name, entry):
+    """Upload the local backups of the set that S3 does not have yet (entry["pending_upload"], oldest first: the
+    new one and any an earlier run could not upload). Returns the error of the first failed upload, or None. A
+    pending backup whose local copy is gone (deleted by hand) is dropped from the list with a log line."""
+    pending = entry.setdefault("pending_upload", [])
+    client = None
+    for bid in sorted(pending):
+        local = os.path.join(cfg["local_dir"], set_name, bid)
+        manifest = load_json(os.path.join(local, MANIFEST)) if os.path.isdir(local) else None
+        if not manifest:
+            log(f"{set_name}: backup {bid} waited for its upload but its local copy is gone; not uploaded")
+            pending.remove(bid)
+            continue
+        try:
+            client = client or s3_client(cfg)
+            upload_backup(cfg, client, set_name, bid, local, manifest)
+        except Exception as exc:  # every failure is reported, counted and retried by the next run
+            return exc
+        pending.remove(bid)
+    return None
 
 
 def cmd_run(cfg, args):
@@ -552,6 +577,21 @@ def cmd_run(cfg, args):
         elif not problem and not entry.get("size_hold_id"):
             entry["reference_size_bytes"] = manifest["total_size"]
         entry["size_hold"] = 1 if entry.get("size_hold_id") else 0
+        if cfg.get("s3"):
+            entry.setdefault("pending_upload", []).append(manifest["id"])
+            error = upload_pending(cfg, set_name, entry)
+            entry["pending_uploads"] = len(entry["pending_upload"])
+            if error is not None:
+                entry["upload_failures_total"] = entry.get("upload_failures_total", 0) + 1
+                entry["last_upload_success"] = 0
+                save_state(cfg, state)
+                log(
+                    f"{set_name}: UPLOAD FAILED (the local backup {manifest['id']} is kept; the next run uploads "
+                    f"{', '.join(sorted(entry['pending_upload']))}): {error}"
+                )
+                failed.append(f"{set_name} (upload)")
+                continue  # no rotation while backups wait for their upload: the local copies are the only ones
+            entry["last_upload_success"] = 1
         save_state(cfg, state)
         if entry["size_hold"]:
             log(f"{set_name}: rotation waits (backup {entry['size_hold_id']} was much smaller than the one before)")

@@ -267,6 +267,66 @@ def test_a_much_smaller_backup_is_kept_and_holds_rotation_until_confirmed(tmp_pa
     assert rotations == ["postgresql", "postgresql"] and state()["size_hold"] == 0
 
 
+def test_a_failed_upload_keeps_the_local_backup_and_the_next_run_uploads_it(tmp_path, monkeypatch):
+    # Issue 23, finding 4: when the S3 upload failed, the verified local dump was deleted (no new backup anywhere).
+    monkeypatch.setattr(agent, "STATE", str(tmp_path / "state.json"))
+    cfg = {
+        "host": "db1",
+        "local_dir": str(tmp_path / "b"),
+        "textfile_dir": str(tmp_path),
+        "sets": {"postgresql": {"kind": "postgresql"}},
+        "retention": {"keep_last": 1},
+        "local_retention": {"keep_last": 1},
+        "s3": {"bucket": "backups", "prefix": "lab"},
+    }
+    clock = iter(datetime.datetime(2026, 11, 24, 2, m, tzinfo=datetime.timezone.utc) for m in range(10))
+
+    class Clock(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return next(clock)
+
+    def dump(_cfg, work_dir, _databases=None):
+        data = b"dump-bytes" * 100
+        with open(os.path.join(work_dir, "app.dump"), "wb") as fh:
+            fh.write(data)
+        return [{"name": "app.dump", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}], {}, {}
+
+    s3_up, uploaded, rotations = [False], [], []
+
+    def upload(_cfg, _client, _set_name, bid, directory, manifest):
+        if not s3_up[0]:
+            raise ConnectionError("Could not connect to the endpoint URL")
+        assert os.path.isfile(os.path.join(directory, "app.dump")) and manifest["id"] == bid
+        uploaded.append(bid)
+
+    monkeypatch.setattr(agent.datetime, "datetime", Clock)
+    monkeypatch.setattr(agent, "backup_postgresql", dump)
+    monkeypatch.setattr(agent, "upload_backup", upload)
+    monkeypatch.setattr(agent, "s3_client", lambda _cfg: object())
+    monkeypatch.setattr(agent, "rotate", lambda _cfg, set_name, *_a: rotations.append(set_name))
+    args = types.SimpleNamespace(sets=[], databases=None, no_rotate=False)
+
+    def state():
+        with open(agent.STATE) as fh:
+            return json.load(fh)["backup"]["postgresql"]
+
+    with pytest.raises(agent.BackupError, match=r"postgresql \(upload\)"):
+        agent.cmd_run(cfg, args)
+    first = state()["last_id"]
+    assert os.path.isfile(os.path.join(cfg["local_dir"], "postgresql", first, "manifest.json"))  # kept
+    assert state()["last_upload_success"] == 0 and state()["pending_upload"] == [first]
+    assert state()["last_run_success"] == 1 and rotations == []  # no rotation while it waits
+    prom = (tmp_path / "selfhosted_backup.prom").read_text()
+    assert 'selfhosted_backup_last_upload_success{set="postgresql"} 0' in prom
+    assert 'selfhosted_backup_pending_uploads{set="postgresql"} 1' in prom
+    s3_up[0] = True
+    agent.cmd_run(cfg, args)
+    second = state()["last_id"]
+    assert uploaded == [first, second] and state()["pending_upload"] == [] and state()["last_upload_success"] == 1
+    assert rotations == ["postgresql", "postgresql"]  # local, then S3
+
+
 def test_unknown_set_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(agent, "STATE", str(tmp_path / "state.json"))
     cfg = {"sets": {"postgresql": {}}, "local_dir": str(tmp_path)}
