@@ -168,6 +168,44 @@ def test_restore_drill(filled):
     assert 0 <= m['selfhosted_restore_drill_backup_age_seconds{set="postgresql"}'] < 3600
 
 
+CRAFT = """
+import json, os, shutil, sys, time
+base = "/var/backups/selfhosted/postgresql"
+newest = max(n for n in os.listdir(base) if n[:1].isdigit())
+bid = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+shutil.copytree(os.path.join(base, newest), os.path.join(base, bid))
+path = os.path.join(base, bid, "manifest.json")
+m = json.load(open(path))
+m.update(id=bid, **json.loads(sys.argv[1]))
+json.dump(m, open(path, "w"))
+print(bid)
+"""
+
+
+def test_the_drill_refuses_a_manifest_that_does_not_match_the_host(tmp_path):
+    # Issue 23, finding 5 (part): the drill restored the databases named in the manifest, as the superuser; anyone
+    # who can write a manifest chose what ran. It now takes them from the host's configuration and refuses a
+    # manifest naming another database or another host.
+    host = labcheck.host(DB)
+    (tmp_path / "craft.py").write_text(CRAFT)
+    subprocess.run(["docker", "cp", str(tmp_path / "craft.py"), f"{DB}:/root/craft.py"], check=True)
+    for change, refusal in (
+        ({"databases": ["app", "postgres"]}, "databases this host does not back up: postgres"),
+        ({"host": "bk-cache"}, "it names host 'bk-cache'"),
+    ):
+        crafted = host.check_output(f"python3 /root/craft.py '{json.dumps(change)}'")
+        try:
+            result = host.run("selfhosted-backup drill --source local")
+            assert result.rc != 0 and refusal in result.stderr, result.stdout + result.stderr
+            assert metrics(DB)['selfhosted_restore_drill_last_success{set="postgresql"}'] == 0
+            assert sql("SELECT count(*) FROM pg_database WHERE datname LIKE 'restore_drill_%'", db="postgres") == "0"
+        finally:
+            host.run_expect([0], f"rm -rf /var/backups/selfhosted/postgresql/{crafted}")
+        time.sleep(1)  # the next crafted id is a later second
+    host.run_expect([0], "selfhosted-backup drill --source local")  # the real newest backup passes again
+    assert metrics(DB)['selfhosted_restore_drill_last_success{set="postgresql"}'] == 1
+
+
 def test_redis_snapshot_restores_the_keys():
     cache = labcheck.host(CACHE)
     auth = "REDISCLI_AUTH=lab-redis-admin-5Rt7Yw redis-cli --no-auth-warning"

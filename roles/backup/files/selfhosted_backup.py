@@ -88,6 +88,34 @@ def build_manifest(bid, set_name, kind, host, moment, files, tools, extra=None):
     return out
 
 
+def manifest_problems(manifest, cfg, set_name, bid):
+    """Why a manifest must not be restored on this host, or []: it must name this backup, this set and kind, this
+    host, and (PostgreSQL) only databases this host's configuration backs up. Anyone who can write to the storage
+    can write a manifest: what a restore or drill does comes from the host's own configuration, and a manifest that
+    does not match it is refused."""
+    if not isinstance(manifest, dict):
+        return ["the manifest is not a JSON object"]
+    found = []
+    expected = {"id": bid, "set": set_name, "kind": cfg["sets"][set_name]["kind"], "host": cfg["host"]}
+    for key, want in expected.items():
+        if manifest.get(key) != want:
+            found.append(f"it names {key} {manifest.get(key)!r}, not {want!r}")
+    if expected["kind"] == "postgresql":
+        configured = set(cfg["sets"][set_name].get("databases") or [])
+        extra = sorted(set(manifest.get("databases") or []) - configured)
+        if extra:
+            found.append(f"it names databases this host does not back up: {', '.join(map(str, extra))}")
+    return found
+
+
+def checked_manifest(store, cfg, set_name, bid):
+    manifest = store.manifest(bid)
+    problems = manifest_problems(manifest, cfg, set_name, bid)
+    if problems:
+        raise BackupError(f"backup {bid}: refused, its manifest does not match this host: {'; '.join(problems)}")
+    return manifest
+
+
 def dump_problems(size, listing_lines, min_size):
     """Why a custom-format dump does not count (empty list = it counts): size sane and pg_restore --list read a TOC."""
     problems = []
@@ -726,7 +754,7 @@ def restore_database(cfg, store, bid, manifest, database, target, force=False):
 def cmd_restore(cfg, args):
     store = store_for(cfg, "postgresql", args.source)
     chosen = choose_backup(store, args.backup)
-    manifest = store.manifest(chosen.id)
+    manifest = checked_manifest(store, cfg, "postgresql", chosen.id)
     clock = time.monotonic()
     restore_database(cfg, store, chosen.id, manifest, args.database, args.target or args.database, args.force)
     print(
@@ -873,7 +901,7 @@ def cmd_restore_redis(cfg, args):
         raise BackupError("this host backs up no Redis (backup_redis_enabled is false here)")
     store = store_for(cfg, "redis", args.source)
     chosen = choose_backup(store, args.backup)
-    manifest = store.manifest(chosen.id)
+    manifest = checked_manifest(store, cfg, "redis", chosen.id)
     clock = time.monotonic()
     result = restore_redis(cfg, store, chosen.id, manifest, args.unit)
     result.update({"backup": chosen.id, "backup_time": manifest["time"], "seconds": round(time.monotonic() - clock, 3)})
@@ -897,15 +925,22 @@ def cmd_drill(cfg, args):
     try:
         store = store_for(cfg, "postgresql", args.source or ("s3" if cfg.get("s3") else "local"))
         chosen = choose_backup(store)
-        manifest = store.manifest(chosen.id)
+        manifest = checked_manifest(store, cfg, "postgresql", chosen.id)
         age = started - parse_time(manifest["time"], chosen.id).timestamp()
         clock = time.monotonic()
-        for db in manifest.get("databases", []):
+        # The databases of this host's configuration, never the manifest's list (checked_manifest refuses extras).
+        for db in cfg["sets"]["postgresql"].get("databases") or []:
             scratch = f"{drill.get('scratch_prefix', 'restore_drill_')}{db}"
             try:
                 if database_exists(cfg, scratch):
                     psql(cfg, f"DROP DATABASE {quote_ident(scratch)} WITH (FORCE)")
                 restore_database(cfg, store, chosen.id, manifest, db, scratch)
+                # The default smoke check: the restored database is not empty (a dump of an emptied database
+                # restores fine and proves nothing).
+                relations = user_relations(cfg, scratch)
+                if relations == 0:
+                    raise BackupError(f"the restored {db} has no tables, views or sequences: the backup is empty")
+                results.append({"database": db, "sql": "user relations", "value": relations})
                 for query in [q for q in drill.get("queries", []) if q.get("database", db) == db]:
                     value = smoke_value(psql(cfg, query["sql"], scratch), query)
                     if value is None or value < float(query.get("min", 0)):

@@ -327,6 +327,31 @@ def test_a_failed_upload_keeps_the_local_backup_and_the_next_run_uploads_it(tmp_
     assert rotations == ["postgresql", "postgresql"]  # local, then S3
 
 
+def test_a_manifest_that_does_not_match_the_host_is_refused():
+    cfg = {
+        "host": "db1",
+        "sets": {"postgresql": {"kind": "postgresql", "databases": ["app"]}, "redis": {"kind": "redis"}},
+    }
+    good = {"id": "20261124T020000Z", "set": "postgresql", "kind": "postgresql", "host": "db1", "databases": ["app"]}
+    assert agent.manifest_problems(good, cfg, "postgresql", "20261124T020000Z") == []
+    for change, needle in (
+        ({"databases": ["app", "postgres"]}, "does not back up: postgres"),
+        ({"host": "cache1"}, "host 'cache1'"),
+        ({"set": "redis"}, "set 'redis'"),
+        ({"id": "20991231T000000Z"}, "id '20991231T000000Z'"),
+        ({"kind": "redis"}, "kind 'redis'"),
+    ):
+        problems = agent.manifest_problems({**good, **change}, cfg, "postgresql", "20261124T020000Z")
+        assert any(needle in p for p in problems), problems
+    assert agent.manifest_problems([], cfg, "postgresql", "x") == ["the manifest is not a JSON object"]
+    assert (
+        agent.manifest_problems(
+            {"id": "b", "set": "redis", "kind": "redis", "host": "db1", "databases": ["x"]}, cfg, "redis", "b"
+        )
+        == []
+    )  # Redis sets have no databases to check
+
+
 def test_unknown_set_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(agent, "STATE", str(tmp_path / "state.json"))
     cfg = {"sets": {"postgresql": {}}, "local_dir": str(tmp_path)}
