@@ -198,10 +198,19 @@ def test_backups_land_in_s3_and_recover_restores_both():
     rc, out = labcheck.playbook("recover.yml")
     assert rc != 0 and "recover_confirm=true" in out, out  # refused without the confirmation
     assert all(c["changed"] == 0 for c in labcheck.recap(out).values()), out
+    # Refused without saying which backup is acceptable (a named one, or the oldest age accepted).
+    rc, out = labcheck.playbook("recover.yml", "-e", "recover_confirm=true")
+    assert rc != 0 and "recover_max_age" in out, out
+    assert all(c["changed"] == 0 for c in labcheck.recap(out).values()), out
 
     before = writers_started()
-    rc, out = labcheck.playbook("recover.yml", "-e", "recover_confirm=true")
+    rc, out = labcheck.playbook("recover.yml", "-e", "recover_confirm=true", "-e", "recover_max_age=1h")
     assert rc == 0, out
+    # The run showed the backup and its age before it replaced anything, and kept a safety copy of the live data.
+    assert f"postgresql: backup {listed['postgresql'][0]['id']}, taken" in out and "hours ago" in out, out
+    local = json.loads(host.check_output("/usr/local/sbin/selfhosted-backup list postgresql --source local"))
+    assert local[0]["id"] > listed["postgresql"][0]["id"] and local[0]["complete"], local  # the safety copy
+    assert "safety_copy" in out and local[0]["id"] in out, out
     # The web processes and the worker were stopped for the recovery and are running again.
     after = writers_started()
     assert all(after[unit] and after[unit] != before[unit] for unit in before), (before, after)
@@ -224,12 +233,29 @@ def test_backups_land_in_s3_and_recover_restores_both():
 
 
 def test_a_failed_recovery_starts_the_writers_again():
+    host = labcheck.host(DATA)
     psql("INSERT INTO recovery_probe SELECT generate_series(501, 520)")
+    # An unknown backup is refused before any writer is stopped.
     before = writers_started()
     rc, out = labcheck.playbook(
         "recover.yml", "-e", json.dumps({"recover_confirm": True, "recover_backup_postgresql": "20000101T000000Z"})
     )
-    assert rc != 0 and f"The recovery failed on {DATA}" in out, out
+    assert rc != 0 and "no backup 20000101T000000Z" in out, out
+    assert writers_started() == before
+    # A restore that fails after the writers were stopped: a local backup whose dump no longer matches its SHA-256
+    # (same size, other bytes; the listing finds it complete, the restore checks every byte).
+    local = json.loads(host.check_output("/usr/local/sbin/selfhosted-backup list postgresql --source local"))
+    broken = local[0]["id"]
+    host.run_expect([0], f"cd /var/backups/selfhosted/postgresql/{broken} && for f in *.dump; do "
+                         "python3 -c 'import sys; p=sys.argv[1]; b=bytearray(open(p,\"rb\").read()); "
+                         "b[-1] ^= 0xFF; open(p,\"wb\").write(b)' $f; done")  # fmt: skip
+    rc, out = labcheck.playbook(
+        "recover.yml",
+        "-e",
+        json.dumps({"recover_confirm": True, "recover_backup_postgresql": broken, "recover_source": "local",
+                    "recover_sets": ["postgresql"]}),
+    )  # fmt: skip
+    assert rc != 0 and f"The recovery failed on {DATA}" in out and "SHA-256" in out, out
     after = writers_started()
     assert all(after[unit] and after[unit] != before[unit] for unit in before), (before, after)
     assert psql("SELECT count(*) FROM recovery_probe").strip() == "520"  # left as it was

@@ -598,6 +598,12 @@ def cmd_run(cfg, args):
             f"{set_name}: backup {manifest['id']} complete ({manifest['total_size']} bytes in {duration:.1f} s; "
             f"peak memory {peak_rss_mib(resource.RUSAGE_SELF)} MiB, tools {peak_rss_mib(resource.RUSAGE_CHILDREN)} MiB)"
         )
+        if args.local_only:
+            # A safety copy (recover.yml takes one before it replaces live data): kept on this host, not uploaded,
+            # no rotation and no size check (it copies the data being replaced, whatever its size).
+            save_state(cfg, state)
+            print(json.dumps({"set": set_name, "backup": manifest["id"], "local_only": True}))
+            continue
         problem = size_problem(manifest["total_size"], reference, float(cfg.get("min_size_ratio", 0.5)))
         if problem and not entry.get("size_hold_id"):
             entry.update(size_hold_id=manifest["id"], size_hold_bytes=manifest["total_size"])
@@ -968,6 +974,26 @@ def cmd_drill(cfg, args):
     print(json.dumps(report))
 
 
+def cmd_choose(cfg, args):
+    """Which backup a restore of the set would use, and its age; refused (nothing changes) when it does not exist,
+    is incomplete, does not match this host, or is older than --max-age. recover.yml shows this and passes the id
+    on, so what it restores is what the operator saw."""
+    if args.set not in cfg["sets"]:
+        raise BackupError(f"this host backs up no {args.set} (its sets: {sorted(cfg['sets'])})")
+    store = store_for(cfg, args.set, args.source)
+    chosen = choose_backup(store, args.backup)
+    manifest = checked_manifest(store, cfg, args.set, chosen.id)
+    taken = parse_time(manifest["time"], chosen.id)
+    age = (datetime.datetime.now(datetime.timezone.utc) - taken).total_seconds()
+    max_age = parse_duration(args.max_age, "--max-age") if args.max_age else None
+    if max_age is not None and age > max_age:
+        raise BackupError(
+            f"the {'named' if args.backup else 'newest complete'} {args.set} backup {chosen.id} is {int(age)} s old, "
+            f"more than the {args.max_age} allowed (recover_max_age); name an older backup to restore it anyway"
+        )
+    print(json.dumps({"set": args.set, "backup": chosen.id, "time": taken.isoformat(), "age_seconds": int(age)}))
+
+
 def cmd_confirm_size(cfg, args):
     """A person looked at the smaller backup and accepts it: its size becomes the reference, rotation resumes."""
     state = load_json(STATE, {})
@@ -1004,6 +1030,7 @@ def parser():
     run.add_argument("sets", nargs="*")
     run.add_argument("--databases", nargs="+", help="only these PostgreSQL databases")
     run.add_argument("--no-rotate", action="store_true")
+    run.add_argument("--local-only", action="store_true", help="a safety copy: kept here, not uploaded, no rotation")
     lst = sub.add_parser("list", help="the backups of a set")
     lst.add_argument("set")
     lst.add_argument("--source", choices=["s3", "local"], default="local")
@@ -1020,6 +1047,11 @@ def parser():
     drl = sub.add_parser("drill", help="restore drill into a scratch database")
     drl.add_argument("--source", choices=["s3", "local"])
     sub.add_parser("init", help="first metrics of a new host")
+    cho = sub.add_parser("choose", help="the backup a restore would use, its age; refused when too old")
+    cho.add_argument("set")
+    cho.add_argument("--source", choices=["s3", "local"], default="local")
+    cho.add_argument("--backup")
+    cho.add_argument("--max-age", help="refuse a backup older than this (36h, 2d)")
     cfs = sub.add_parser("confirm-size", help="accept a much smaller backup of a set; its rotation resumes")
     cfs.add_argument("set")
     return top
@@ -1037,10 +1069,11 @@ def main(argv=None):
         "drill": cmd_drill,
         "init": cmd_init,
         "confirm-size": cmd_confirm_size,
+        "choose": cmd_choose,
     }
     try:
         with contextlib.suppress(BrokenPipeError), open(LOCK, "w") as lock:
-            if args.command != "list":
+            if args.command not in ("list", "choose"):
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:

@@ -170,7 +170,7 @@ def test_failed_backup_is_counted_and_nothing_is_rotated(tmp_path, monkeypatch):
 
     monkeypatch.setattr(agent, "backup_set", failing)
     monkeypatch.setattr(agent, "rotate", lambda *a, **k: rotations.append(a))
-    args = types.SimpleNamespace(sets=[], databases=None, no_rotate=False)
+    args = types.SimpleNamespace(sets=[], databases=None, no_rotate=False, local_only=False)
     for expected in (1, 2):
         with pytest.raises(agent.BackupError, match="backup failed for postgresql"):
             agent.cmd_run(cfg, args)
@@ -208,7 +208,7 @@ def test_a_failed_rotation_keeps_the_backup_and_the_next_set_still_runs(tmp_path
     monkeypatch.setattr(agent, "backup_set", backup)
     monkeypatch.setattr(agent, "rotate", rotate)
     with pytest.raises(agent.BackupError, match=r"backup failed for postgresql \(rotation\)"):
-        agent.cmd_run(cfg, types.SimpleNamespace(sets=[], databases=None, no_rotate=False))
+        agent.cmd_run(cfg, types.SimpleNamespace(sets=[], databases=None, no_rotate=False, local_only=False))
     assert backed_up == ["postgresql", "redis"]
     with open(agent.STATE) as fh:
         state = json.load(fh)["backup"]
@@ -247,7 +247,7 @@ def test_a_much_smaller_backup_is_kept_and_holds_rotation_until_confirmed(tmp_pa
 
     monkeypatch.setattr(agent, "backup_set", backup)
     monkeypatch.setattr(agent, "rotate", lambda _cfg, set_name, *_a: rotations.append(set_name))
-    args = types.SimpleNamespace(sets=[], databases=None, no_rotate=False)
+    args = types.SimpleNamespace(sets=[], databases=None, no_rotate=False, local_only=False)
 
     def state():
         with open(agent.STATE) as fh:
@@ -305,7 +305,7 @@ def test_a_failed_upload_keeps_the_local_backup_and_the_next_run_uploads_it(tmp_
     monkeypatch.setattr(agent, "upload_backup", upload)
     monkeypatch.setattr(agent, "s3_client", lambda _cfg: object())
     monkeypatch.setattr(agent, "rotate", lambda _cfg, set_name, *_a: rotations.append(set_name))
-    args = types.SimpleNamespace(sets=[], databases=None, no_rotate=False)
+    args = types.SimpleNamespace(sets=[], databases=None, no_rotate=False, local_only=False)
 
     def state():
         with open(agent.STATE) as fh:
@@ -352,11 +352,34 @@ def test_a_manifest_that_does_not_match_the_host_is_refused():
     )  # Redis sets have no databases to check
 
 
+def test_choose_shows_the_backup_and_refuses_one_too_old(tmp_path, capsys):
+    cfg = {
+        "host": "db1",
+        "local_dir": str(tmp_path),
+        "sets": {"postgresql": {"kind": "postgresql", "databases": ["app"]}},
+    }
+    store = agent.LocalSet(str(tmp_path / "postgresql"))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    recent, old = agent.backup_id(now - datetime.timedelta(hours=2)), agent.backup_id(now - datetime.timedelta(days=3))
+    for bid in (recent, old):
+        make_local_backup(store.path, bid)
+    ask = {"set": "postgresql", "source": "local", "backup": None, "max_age": "26h"}
+    agent.cmd_choose(cfg, types.SimpleNamespace(**ask))
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["backup"] == recent and 7000 < shown["age_seconds"] < 7300
+    with pytest.raises(agent.BackupError, match=f"backup {old} is .* s old, more than the 26h allowed"):
+        agent.cmd_choose(cfg, types.SimpleNamespace(**{**ask, "backup": old}))
+    agent.cmd_choose(cfg, types.SimpleNamespace(**{**ask, "backup": old, "max_age": None}))  # named, no limit
+    assert json.loads(capsys.readouterr().out)["backup"] == old
+    with pytest.raises(agent.BackupError, match="no backup 20200101T000000Z"):
+        agent.cmd_choose(cfg, types.SimpleNamespace(**{**ask, "backup": "20200101T000000Z"}))
+
+
 def test_unknown_set_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(agent, "STATE", str(tmp_path / "state.json"))
     cfg = {"sets": {"postgresql": {}}, "local_dir": str(tmp_path)}
     with pytest.raises(agent.BackupError, match=r"unknown backup sets \['mysql'\]"):
-        agent.cmd_run(cfg, types.SimpleNamespace(sets=["mysql"], databases=None, no_rotate=False))
+        agent.cmd_run(cfg, types.SimpleNamespace(sets=["mysql"], databases=None, no_rotate=False, local_only=False))
 
 
 def test_aof_off_execstart_from_systemctl_show():
