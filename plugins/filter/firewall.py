@@ -8,6 +8,7 @@ from ansible_collections.selfhosted.stack.plugins.plugin_utils._firewall import 
     compute_rules,
     group_addresses,
     is_ip_address,
+    needs_address_facts,
     service_problems,
 )
 
@@ -30,6 +31,10 @@ def group_addresses_filter(group_names, groups, hostvars):
         raise AnsibleFilterError(f"selfhosted.stack.group_addresses: {exc}") from exc
 
 
+def hosts_needing_address_facts(hostnames, hostvars):
+    return [h for h in hostnames if needs_address_facts(h, hostvars)]
+
+
 def not_ip_addresses(values):
     return [v for v in values if not is_ip_address(v)]
 
@@ -41,4 +46,5 @@ class FilterModule:
             "firewall_service_problems": firewall_service_problems,
             "not_ip_addresses": not_ip_addresses,
             "group_addresses": group_addresses_filter,
+            "hosts_needing_address_facts": hosts_needing_address_facts,
         }

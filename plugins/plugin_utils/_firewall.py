@@ -96,6 +96,27 @@ def _usable(address):
     return ip is not None and not (ip.network_address.is_loopback or ip.network_address.is_link_local)
 
 
+def _reachable_ansible_host(hv):
+    """The host's ansible_host when it is an IP address its peers reach it at, else None. A loopback ansible_host
+    (ssh through a tunnel or a forwarded port) is where the controller reaches the host, not where the other hosts
+    do: then the address comes from the facts, as for a host name."""
+    try:
+        ip = ipaddress.ip_address(hv.get("ansible_host") or "")
+    except ValueError:
+        return None
+    return None if ip.is_loopback else str(ip)
+
+
+def needs_address_facts(name, hostvars):
+    """Whether host_address() needs facts of host `name` that hostvars does not hold yet (no
+    common_firewall_address, no reachable IP ansible_host, no default address in its facts)."""
+    hv = hostvars.get(name, {}) if hasattr(hostvars, "get") else {}
+    if hv.get("common_firewall_address") or _reachable_ansible_host(hv) is not None:
+        return False
+    facts = hv.get("ansible_facts") or {}
+    return not (facts.get("default_ipv4") or facts.get("default_ipv6"))
+
+
 def host_address(name, hostvars):
     """The addresses (v4 and v6 lists) other hosts' firewalls use for inventory host `name`."""
     hv = hostvars.get(name, {}) if hasattr(hostvars, "get") else {}
@@ -104,15 +125,9 @@ def host_address(name, hostvars):
         if _network(explicit) is None:
             raise FirewallError(f"common_firewall_address of host {name} must be an IP address, got {explicit!r}")
         return [explicit]
-    host = hv.get("ansible_host") or ""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        ip = None
-    # A loopback ansible_host (ssh through a tunnel or a forwarded port) is where the controller reaches the host,
-    # not where the other hosts do: take the address from the facts, as for a host name.
-    if ip is not None and not ip.is_loopback:
-        return [str(ip)]
+    ip = _reachable_ansible_host(hv)
+    if ip is not None:
+        return [ip]
     facts = hv.get("ansible_facts") or {}
     found = []
     for key in ("default_ipv4", "default_ipv6"):

@@ -7,6 +7,7 @@ from ansible_collections.selfhosted.stack.plugins.plugin_utils._firewall import 
     FirewallError,
     compute_rules,
     host_address,
+    needs_address_facts,
     service_problems,
 )
 from hypothesis import given
@@ -221,3 +222,22 @@ def test_a_loopback_ansible_host_is_not_the_hosts_address(connect_to):
     assert host_address("app1", {"app1": {"ansible_host": connect_to, "ansible_facts": facts}}) == ["192.0.2.21"]
     with pytest.raises(FirewallError, match=r"address of host app1"):
         host_address("app1", {"app1": {"ansible_host": connect_to}})
+
+
+@pytest.mark.parametrize(
+    ("hostvars", "needed"),
+    [
+        ({}, True),  # a host name, no facts yet
+        ({"ansible_host": "db1.example.com"}, True),
+        ({"ansible_host": "127.0.0.1"}, True),  # loopback: where the controller reaches it, not its peers
+        ({"ansible_host": "::1"}, True),
+        ({"ansible_host": "10.0.0.5"}, False),
+        ({"common_firewall_address": "10.0.0.6"}, False),
+        ({"ansible_facts": {"default_ipv4": {"address": "10.0.0.7"}}}, False),
+        ({"ansible_host": "127.0.0.1", "ansible_facts": {"default_ipv6": {"address": "2001:db8::1"}}}, False),
+    ],
+)
+def test_needs_address_facts_follows_host_address(hostvars, needed):
+    assert needs_address_facts("h", {"h": hostvars}) is needed
+    if not needed:
+        assert host_address("h", {"h": hostvars})  # the rule finds an address without gathering
