@@ -10,6 +10,7 @@ A host's observed state of one path is a dict (or None when nothing is there):
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import re
 
 STATES = ("file", "directory", "link", "absent")
@@ -34,8 +35,10 @@ def parse_mode(mode):
 
 def problems(files):
     """Every refused input of the files option, as messages naming the entry and the allowed values; [] if none."""
-    if not isinstance(files, list) or not files:
-        return ["files: a non-empty list of entries (path, state, content, src, owner, group, mode, validate)"]
+    if not isinstance(files, list):
+        return [
+            "files: a list of entries (path, state, content, src, owner, group, mode, validate); [] changes nothing"
+        ]
     found, seen = [], set()
     for index, entry in enumerate(files):
         where = f"files[{index}]"
@@ -49,8 +52,8 @@ def problems(files):
         where = f"files[{index}] ({path})"
         if any(c in path for c in "\n\r\0"):
             found.append(f"{where}: path must not hold a newline, carriage return or NUL")
-        if ".." in path.split("/") or "//" in path or (path.endswith("/") and len(path) > 1):
-            found.append(f"{where}: path must be normalised (no '..', '//' or trailing '/')")
+        if posixpath.normpath(path) != path:
+            found.append(f"{where}: path must be normalised (no '.', '..', '//' or trailing '/')")
         if path in seen:
             found.append(f"{where}: path given twice")
         seen.add(path)

@@ -20,7 +20,12 @@ description:
     renamed over the path (atomic). A symbolic link found where a file goes is replaced by the file, never written
     through. A directory, device or socket where a file, link or nothing should be is refused, never removed.
   - Entries are applied in order (a directory before the files in it); the first failure stops the run, and the
-    result says what had changed by then.
+    result says what had changed by then. An empty list changes nothing.
+  - Every step works through descriptors opened without following symbolic links, from C(/) down: a link in a
+    parent directory (one a less privileged user could plant, such as a C(conf.d) owned by a service user) is
+    refused, and a path swapped for a link while the task runs is not followed.
+  - A rewritten file keeps its owner, group and mode unless the entry sets them; a new one is root's, mode 0600.
+    A link whose target does not exist is refused.
 author:
   - selfhosted.stack maintainers (@selfhosted-stack)
 options:
@@ -62,7 +67,10 @@ options:
             A non-zero exit refuses the file and the task fails with the command's output.
         type: str
       secret:
-        description: The content is never shown in C(--diff) (only that it changed).
+        description:
+          - The content is never shown in C(--diff) (only that it changed).
+          - It does not hide the content from the task's arguments (C(-vvv), the host's log, AWX job events): a task
+            that writes secrets needs C(no_log) too.
         type: bool
         default: false
 attributes:
@@ -97,6 +105,7 @@ EXAMPLES = r"""
   notify: Reload postgresql
 
 - name: A directory, a file in it with a check, a link, and a file removed
+  no_log: true  # main.conf holds a secret: secret only keeps it out of --diff
   selfhosted.stack.files:
     files:
       - {path: /etc/example.d, state: directory, mode: "0755"}
@@ -123,11 +132,13 @@ results:
   sample: [{path: /etc/example.d, state: directory, changed: false, actions: []}]
 """
 
+import contextlib
+import errno
 import grp
 import os
 import pwd
+import shlex
 import stat
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.selfhosted.stack.plugins.module_utils import _files
@@ -164,12 +175,41 @@ def resolve(module, name, kind):
         module.fail_json(msg=f"files: {kind} {name!r} does not exist on the host; nothing was changed")
 
 
-def write(module, entry, uid, gid, mode):
+def open_parent(path):
+    """A descriptor of the path's directory, opened one component at a time without following a symbolic link
+    (O_NOFOLLOW): a link planted in a parent by a less privileged user (conf.d -> /etc/modprobe.d) is refused, and
+    every later step works relative to this descriptor, so swapping a parent afterwards changes nothing."""
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in [p for p in os.path.dirname(path).split("/") if p]:
+            try:
+                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as exc:
+                raise OSError(
+                    exc.errno,
+                    f"{os.path.dirname(path)} is not a directory reached without symbolic links "
+                    f"({part}: {exc.strerror}); create it with an earlier entry",
+                ) from None
+            os.close(fd)
+            fd = nxt
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def keep_or(value, observed, key):
+    """The option's value, or (unset) what the path has now, so a rewrite keeps its owner, group and mode."""
+    if value is not None:
+        return value
+    return observed.get(key) if observed and observed.get("type") in ("file", "directory") else None
+
+
+def write(module, entry, parent, uid, gid, mode):
     path = entry["path"]
-    directory = os.path.dirname(path)
-    if not os.path.isdir(directory):
-        raise OSError(f"{directory} is not a directory (create it with an earlier entry)")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
+    name = os.path.basename(path)
+    tmp_name = f".{name}.{os.getpid()}.{os.urandom(4).hex()}"
+    fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(entry["content"].encode("utf-8", "surrogateescape"))
@@ -178,36 +218,71 @@ def write(module, entry, uid, gid, mode):
             os.fchown(fh.fileno(), -1 if uid is None else uid, -1 if gid is None else gid)
             os.fsync(fh.fileno())
         if entry.get("validate"):
-            rc, out, err = module.run_command(entry["validate"] % tmp)
+            candidate = os.path.join(os.path.dirname(path), tmp_name)
+            rc, out, err = module.run_command(entry["validate"].replace("%s", shlex.quote(candidate)))
             if rc != 0:
                 raise OSError(f"validate refused the new content (rc {rc}): {(out + err).strip()[-2000:]}")
-        os.rename(tmp, path)
+        os.rename(tmp_name, name, src_dir_fd=parent, dst_dir_fd=parent)
+        os.fsync(parent)
     except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name, dir_fd=parent)
         raise
 
 
-def apply(module, entry, actions, uid, gid, mode):
+def fix_attributes(entry, parent, kind, uid, gid, mode):
+    """chown/chmod through a descriptor opened without following a link, after checking it is still the kind
+    planned: a file swapped for a symbolic link since it was looked at is not followed."""
+    name = os.path.basename(entry["path"])
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | (os.O_DIRECTORY if kind == "directory" else 0)
+    try:
+        fd = os.open(name, flags, dir_fd=parent)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(
+                f"{entry['path']} changed while this task ran: it is a symbolic link now; not followed"
+            ) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if (kind == "directory") != stat.S_ISDIR(st.st_mode) or not (
+            stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)
+        ):
+            raise OSError(f"{entry['path']} changed while this task ran: not a {kind} any more; nothing more done")
+        os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+        if mode is not None:
+            os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def apply(module, entry, observed, actions, uid, gid, mode):
     path = entry["path"]
-    if "write" in actions:
-        write(module, entry, uid, gid, mode)
-    if "mkdir" in actions:
-        os.mkdir(path, 0o700)
-        os.chmod(path, 0o755 if mode is None else mode)
-        os.chown(path, -1 if uid is None else uid, -1 if gid is None else gid)
-    if "link" in actions:
-        tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.link")
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        os.symlink(entry["src"], tmp)
-        os.rename(tmp, path)
-    if "remove" in actions:
-        os.unlink(path)
-    if "chown" in actions:
-        os.lchown(path, -1 if uid is None else uid, -1 if gid is None else gid)
-    if "chmod" in actions:
-        os.chmod(path, mode)
+    name = os.path.basename(path)
+    parent = open_parent(path)
+    try:
+        if "write" in actions:
+            write(
+                module,
+                entry,
+                parent,
+                keep_or(uid, observed, "uid"),
+                keep_or(gid, observed, "gid"),
+                keep_or(mode, observed, "mode"),
+            )
+        if "mkdir" in actions:
+            os.mkdir(name, 0o700, dir_fd=parent)
+            fix_attributes(entry, parent, "directory", uid, gid, 0o755 if mode is None else mode)
+        if "link" in actions:
+            tmp_name = f".{name}.{os.getpid()}.{os.urandom(4).hex()}.link"
+            os.symlink(entry["src"], tmp_name, dir_fd=parent)
+            os.rename(tmp_name, name, src_dir_fd=parent, dst_dir_fd=parent)
+        if "remove" in actions:
+            os.unlink(name, dir_fd=parent)
+        if "chown" in actions or "chmod" in actions:
+            fix_attributes(entry, parent, observed["type"], uid, gid, mode if "chmod" in actions else None)
+    finally:
+        os.close(parent)
 
 
 def diff_of(entry, observed, actions):
@@ -238,6 +313,8 @@ def run(module):
         gid = resolve(module, entry.get("group"), "group")
         observed = observe(entry["path"])
         actions, refusal = _files.plan(entry, observed, uid, gid)
+        if "link" in actions and not os.path.exists(os.path.join(os.path.dirname(entry["path"]), entry["src"])):
+            refusal = f"{entry['path']}: the link's target {entry['src']} does not exist"
         if refusal:
             module.fail_json(msg=f"files: {refusal}; nothing was changed")
         planned.append((entry, observed, actions, uid, gid))
@@ -254,8 +331,8 @@ def run(module):
         if module.check_mode:
             continue
         try:
-            apply(module, entry, actions, uid, gid, _files.parse_mode(entry.get("mode")))
-        except OSError as exc:
+            apply(module, entry, observed, actions, uid, gid, _files.parse_mode(entry.get("mode")))
+        except Exception as exc:
             module.fail_json(
                 msg=f"files: {entry['path']}: {exc}",
                 changed=len(changed_paths) > 1,

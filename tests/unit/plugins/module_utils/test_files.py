@@ -23,8 +23,7 @@ def entry(**kw):
 @pytest.mark.parametrize(
     ("files", "needle"),
     [
-        ([], "non-empty list"),
-        ("nope", "non-empty list"),
+        ("nope", "a list of entries"),
         ([entry(path="/")], "absolute path other than /"),
         ([entry(path="")], "absolute path other than /"),
         ([entry(path="etc/x")], "absolute path other than /"),
@@ -32,6 +31,7 @@ def entry(**kw):
         ([entry(path="/etc/../x")], "normalised"),
         ([entry(path="/etc//x")], "normalised"),
         ([entry(path="/etc/x/")], "normalised"),
+        ([entry(path="/etc/./x")], "normalised"),
         ([entry(), entry()], "path given twice"),
         ([entry(state="fifo")], "one of file, directory, link, absent"),
         ([entry(content=None)], "content: a string is required"),
@@ -52,6 +52,10 @@ def entry(**kw):
 def test_bad_input_is_named(files, needle):
     found = _files.problems(files)
     assert any(needle in p for p in found), found
+
+
+def test_an_empty_list_changes_nothing():
+    assert _files.problems([]) == []
 
 
 def test_good_input_has_no_problems():

@@ -116,3 +116,68 @@ def test_absent_removes_files_and_links_only(tmp_path):
     )
     assert r["changed_paths"] == [str(tmp_path / "f"), str(tmp_path / "l")] and os.listdir(tmp_path) == []
     assert os.path.exists("/etc/passwd")
+
+
+# --- found by review: each of these failed before the fix ----------------------------------------------------------
+def test_a_symlink_in_a_parent_directory_is_refused_not_followed(tmp_path):
+    # A service user owning conf.d could swap it for a link to /etc/modprobe.d; root then wrote there.
+    target = tmp_path / "etc"
+    target.mkdir()
+    writable = tmp_path / "var_lib_app"
+    writable.mkdir()
+    os.symlink(target, writable / "conf")
+    with pytest.raises(Failed, match="reached without symbolic links"):
+        run([{"path": str(writable / "conf" / "passwd"), "content": "root::0:0::/:/bin/sh\n", "mode": "0644"}])
+    assert os.listdir(target) == []
+
+
+def test_chmod_never_follows_a_file_swapped_for_a_link(tmp_path):
+    victim = tmp_path / "shadow"
+    victim.write_text("s")
+    os.chmod(victim, 0o600)
+    conf = tmp_path / "conf"
+    conf.write_text("a\n")
+    os.chmod(conf, 0o600)
+    module = FakeModule([
+        {"path": str(tmp_path / "first"), "content": "x\n", "validate": "swap %s"},
+        {"path": str(conf), "content": "a\n", "mode": "0666"},
+    ])  # fmt: skip
+
+    def swap(_command):  # runs between the plan and the second entry's chmod
+        os.unlink(conf)
+        os.symlink(victim, conf)
+        return 0, "", ""
+
+    module.run_command = swap
+    with pytest.raises(Failed, match="changed while this task ran"):
+        mod.run(module)
+    assert stat.S_IMODE(os.stat(victim).st_mode) == 0o600
+
+
+def test_a_rewrite_keeps_owner_group_and_mode_when_the_entry_sets_none(tmp_path):
+    conf = tmp_path / "pg_hba.conf"
+    conf.write_text("old\n")
+    os.chmod(conf, 0o644)
+    os.chown(conf, 1, 1)
+    run([{"path": str(conf), "content": "new\n"}])
+    st = os.stat(conf)
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o644, 1, 1)
+
+
+def test_validate_gets_a_quoted_path_and_a_percent_sign_is_no_crash(tmp_path):
+    spaced = tmp_path / "a b"
+    spaced.mkdir()
+    module = FakeModule([{"path": str(spaced / "x.conf"), "content": "a\n", "validate": "check +%Y %s"}])
+    module.run_command = lambda command: (0 if command.startswith("check +%Y '") else 1, "", "")
+    assert mod.run(module)["changed"]
+
+
+def test_a_link_to_a_missing_target_is_refused(tmp_path):
+    # /etc/localtime linked to a zone that does not exist (Europe/Berln) was made silently.
+    with pytest.raises(Failed, match="does not exist"):
+        run([{"path": str(tmp_path / "localtime"), "state": "link", "src": "/usr/share/zoneinfo/Europe/Berln"}])
+    assert not os.path.lexists(tmp_path / "localtime")
+
+
+def test_an_empty_list_changes_nothing(tmp_path):
+    assert run([])["changed"] is False
