@@ -226,7 +226,8 @@ def plan(
 # [{"name", "size", "sha256"}], "tools": {...}}. A backup without a readable manifest, or whose files do not match
 # it, is incomplete.
 MANIFEST = "manifest.json"
-BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z$")
+# ASCII digits only, and no trailing newline ($ would allow one).
+BACKUP_ID = re.compile(r"\A[0-9]{8}T[0-9]{6}Z\Z")
 
 
 def parse_time(text, where):
@@ -319,8 +320,8 @@ def read_local(path, require_marker=True):
         if name.startswith("."):
             continue
         full = os.path.join(path, name)
-        if not BACKUP_ID.match(name):
-            ignored[name] = "not a backup id (YYYYMMDDTHHMMSSZ)"
+        if id_time(name) is None:
+            ignored[name] = "not a backup id (YYYYMMDDTHHMMSSZ, a real UTC time)"
             continue
         if os.path.islink(full):
             ignored[name] = "a symbolic link: never followed or deleted"
@@ -366,10 +367,14 @@ def list_s3(client, bucket, prefix):
 
 
 def id_time(backup_id):
-    """The time of an id the backup role writes (the backup's UTC time, 20261125T021500Z), or None."""
+    """The time of an id the backup role writes (the backup's UTC time, 20261125T021500Z), or None (also for an
+    impossible date such as 20261399T000000Z)."""
     if not BACKUP_ID.match(backup_id):
         return None
-    return datetime.datetime.strptime(backup_id, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
+    try:
+        return datetime.datetime.strptime(backup_id, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
+    except ValueError:
+        return None
 
 
 def read_s3_backup(client, bucket, prefix, backup_id, objects):
@@ -405,8 +410,8 @@ def read_s3_set(client, bucket, prefix, lazy=False):
             ignored[rest] = "an object directly under the prefix, not in a backup"
             continue
         backup_id, name = rest.split("/", 1)
-        if not BACKUP_ID.match(backup_id):
-            ignored[backup_id] = "not a backup id (YYYYMMDDTHHMMSSZ)"
+        if id_time(backup_id) is None:
+            ignored[backup_id] = "not a backup id (YYYYMMDDTHHMMSSZ, a real UTC time)"
             continue
         groups.setdefault(backup_id, {})[name] = obj
     backups = []

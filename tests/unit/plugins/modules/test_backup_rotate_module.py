@@ -242,3 +242,20 @@ def test_s3_check_mode_deletes_nothing():
         FakeModule(check_mode=True, keep_last=1), mod.S3BackupSet(client, "backups", "db1/postgresql"), NOW
     )
     assert result["deleted"] == [bid(days_ago(2))] and client.delete_calls == []
+
+
+def test_names_that_only_look_like_ids_are_ignored(tmp_path):
+    # Found by review: an impossible date crashed the S3 rotation with a traceback; a trailing newline or other
+    # digits than 0-9 passed for an id.
+    set_dir(tmp_path)
+    good = make_backup(tmp_path, days_ago(1))
+    for name in ("20261399T000000Z", "20261125T021500Z\n", "\uff12\uff10\uff12\uff161125T021500Z"):
+        (tmp_path / name).mkdir()
+        os.utime(tmp_path / name, (days_ago(30).timestamp(),) * 2)
+    result = mod.run(FakeModule(path=str(tmp_path), keep_last=1), mod.LocalBackupSet(str(tmp_path)), NOW)
+    assert result["kept"] == [good] and result["deleted"] == [] and len(result["ignored"]) == 3
+    objects = {}
+    s3_backup(objects, bid(days_ago(1)), days_ago(1))
+    objects["db1/postgresql/20261399T000000Z/manifest.json"] = (2, b"{}", days_ago(1))
+    result = mod.run(FakeModule(keep_last=1), mod.S3BackupSet(StubS3(objects), "backups", "db1/postgresql"), NOW)
+    assert result["kept"] == [bid(days_ago(1))] and "20261399T000000Z" in result["ignored"]
