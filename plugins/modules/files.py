@@ -177,13 +177,19 @@ def resolve(module, name, kind):
 
 def open_parent(path):
     """A descriptor of the path's directory, opened one component at a time without following a symbolic link
-    (O_NOFOLLOW): a link planted in a parent by a less privileged user (conf.d -> /etc/modprobe.d) is refused, and
-    every later step works relative to this descriptor, so swapping a parent afterwards changes nothing."""
+    that is not root's (O_NOFOLLOW): a link planted in a parent by a less privileged user (conf.d ->
+    /etc/modprobe.d) is refused, while the system's own (/lib -> usr/lib, /var/run -> /run) are followed. Every
+    later step works relative to this descriptor, so swapping a parent afterwards changes nothing."""
     fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
     try:
         for part in [p for p in os.path.dirname(path).split("/") if p]:
             try:
-                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                flags = os.O_RDONLY | os.O_DIRECTORY
+                with contextlib.suppress(FileNotFoundError):
+                    st = os.stat(part, dir_fd=fd, follow_symlinks=False)
+                    if not (stat.S_ISLNK(st.st_mode) and st.st_uid == 0):
+                        flags |= os.O_NOFOLLOW
+                nxt = os.open(part, flags, dir_fd=fd)
             except OSError as exc:
                 raise OSError(
                     exc.errno,

@@ -126,9 +126,14 @@ def test_a_symlink_in_a_parent_directory_is_refused_not_followed(tmp_path):
     writable = tmp_path / "var_lib_app"
     writable.mkdir()
     os.symlink(target, writable / "conf")
+    os.lchown(writable / "conf", 1, 1)  # planted by a less privileged user
     with pytest.raises(Failed, match="reached without symbolic links"):
         run([{"path": str(writable / "conf" / "passwd"), "content": "root::0:0::/:/bin/sh\n", "mode": "0644"}])
     assert os.listdir(target) == []
+    # The system's own links (root's, such as /lib -> usr/lib) are followed.
+    os.lchown(writable / "conf", 0, 0)
+    run([{"path": str(writable / "conf" / "ok.conf"), "content": "a\n"}])
+    assert os.listdir(target) == ["ok.conf"]
 
 
 def test_chmod_never_follows_a_file_swapped_for_a_link(tmp_path):
