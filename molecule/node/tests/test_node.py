@@ -208,9 +208,10 @@ def test_backups_land_in_s3_and_recover_restores_both():
     assert rc == 0, out
     # The run showed the backup and its age before it replaced anything, and kept a safety copy of the live data.
     assert f"postgresql: backup {listed['postgresql'][0]['id']}, taken" in out and "hours ago" in out, out
-    local = json.loads(host.check_output("/usr/local/sbin/selfhosted-backup list postgresql --source local"))
-    assert local[0]["id"] > listed["postgresql"][0]["id"] and local[0]["complete"], local  # the safety copy
-    assert "safety_copy" in out and local[0]["id"] in out, out
+    safety = host.check_output("ls /var/backups/selfhosted/safety/postgresql").split()
+    assert len(safety) == 1 and safety[0] > listed["postgresql"][0]["id"], safety  # the safety copy, its own dir
+    assert host.file(f"/var/backups/selfhosted/safety/postgresql/{safety[0]}/manifest.json").is_file
+    assert "safety_copy" in out and safety[0] in out, out
     # The web processes and the worker were stopped for the recovery and are running again.
     after = writers_started()
     assert all(after[unit] and after[unit] != before[unit] for unit in before), (before, after)

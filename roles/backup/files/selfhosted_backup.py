@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -232,13 +233,39 @@ def load_json(path, default=None):
 
 
 def write_atomic(path, text, mode=0o644):
+    """Write, fsync, rename: a crash or a full disk leaves the old file, never a truncated one (an empty state file
+    stopped every later run)."""
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_state():
+    """The agent's state; an unreadable one is moved aside (kept, named in the log) and the run starts afresh
+    rather than no backup ever running again."""
+    try:
+        return load_json(STATE, {})
+    except ValueError as exc:
+        aside = f"{STATE}.unreadable-{int(time.time())}"
+        os.replace(STATE, aside)
+        log(f"the state file was unreadable ({exc}); kept as {aside}, starting with an empty state")
+        return {}
 
 
 def save_state(cfg, state):
@@ -303,7 +330,7 @@ def pg_args(cfg):
     return ["-p", str(pg.get("port", 5432))]
 
 
-def backup_postgresql(cfg, work_dir, databases=None):
+def backup_postgresql(cfg, work_dir, databases=None, content_checks=True):
     pg = cfg["sets"]["postgresql"]
     databases = databases or pg["databases"]
     files, owners = [], {}
@@ -316,7 +343,11 @@ def backup_postgresql(cfg, work_dir, databases=None):
         listing = run_cmd(["pg_restore", "--list", dest])
         if listing.returncode != 0:
             raise BackupError(f"pg_restore --list cannot read the dump of {db}: {listing.stderr.strip()[-1000:]}")
-        problems = dump_problems(size, listing.stdout.splitlines(), int(pg.get("min_size", 1024)))
+        # A safety copy (content_checks=False) keeps whatever the database holds now, even an emptied one: recover.yml
+        # takes it because the data is about to be replaced. pg_restore --list above still proves it reads back.
+        problems = (
+            dump_problems(size, listing.stdout.splitlines(), int(pg.get("min_size", 1024))) if content_checks else []
+        )
         if problems:
             raise BackupError(f"the dump of {db} does not count: {'; '.join(problems)}")
         owners[db] = psql(cfg, "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = :'name'", name=db)
@@ -519,10 +550,18 @@ def rotate(cfg, set_name, store, policy, where):
 
 
 # --- commands -------------------------------------------------------------------------------------------------------
-def backup_set(cfg, set_name, databases=None):
+def backup_set(cfg, set_name, databases=None, safety=False):
+    """One backup of the set into its local set directory, verified, manifest last; returns (manifest, seconds).
+    safety: a safety copy (recover.yml, before it replaces live data) into <local_dir>/safety/<set>/ instead: no
+    set marker there, so no rotation ever deletes it and no restore picks it by default; the size and content
+    checks are skipped (it copies what is there, however little)."""
     kind = cfg["sets"][set_name]["kind"]
-    local = os.path.join(cfg["local_dir"], set_name)
-    ensure_set_dir(local)
+    if safety:
+        local = os.path.join(cfg["local_dir"], "safety", set_name)
+        os.makedirs(local, mode=0o700, exist_ok=True)
+    else:
+        local = os.path.join(cfg["local_dir"], set_name)
+        ensure_set_dir(local)
     started = datetime.datetime.now(datetime.timezone.utc)
     bid = backup_id(started)
     work_dir = os.path.join(local, f".partial-{bid}")
@@ -530,7 +569,7 @@ def backup_set(cfg, set_name, databases=None):
     clock = time.monotonic()
     try:
         if kind == "postgresql":
-            files, tools, extra = backup_postgresql(cfg, work_dir, databases)
+            files, tools, extra = backup_postgresql(cfg, work_dir, databases, content_checks=not safety)
         else:
             files, tools, extra = backup_redis(cfg, work_dir)
         manifest = build_manifest(bid, set_name, kind, cfg["host"], started, files, tools, extra)
@@ -567,23 +606,41 @@ def upload_pending(cfg, set_name, entry):
 
 
 def cmd_run(cfg, args):
-    state = load_json(STATE, {})
+    state = load_state()
     sets = args.sets or sorted(cfg["sets"])
     unknown = set(sets) - set(cfg["sets"])
     if unknown:
         raise BackupError(f"unknown backup sets {sorted(unknown)}; this host has {sorted(cfg['sets'])}")
-    failed = []
+    failed, unrecorded = [], []
+
+    def record(state):
+        # A full disk must not stop the next set's backup: a state that cannot be written is reported at the end.
+        try:
+            save_state(cfg, state)
+        except OSError as exc:
+            log(f"could not record the state ({exc})")
+            unrecorded.append(str(exc))
+
     for set_name in sets:
         entry = state.setdefault("backup", {}).setdefault(set_name, {"failures_total": 0})
         entry["last_run_timestamp_seconds"] = time.time()
         try:
-            manifest, duration = backup_set(cfg, set_name, args.databases if set_name == "postgresql" else None)
+            manifest, duration = backup_set(
+                cfg, set_name, args.databases if set_name == "postgresql" else None, safety=args.local_only
+            )
         except Exception as exc:  # every failure is reported and counted
             entry["failures_total"] = entry.get("failures_total", 0) + 1
             entry["last_run_success"] = 0
-            save_state(cfg, state)
+            record(state)
             log(f"{set_name}: BACKUP FAILED: {exc}")
             failed.append(set_name)
+            continue
+        if args.local_only:
+            # A safety copy (recover.yml takes one before it replaces live data) in its own directory: not uploaded,
+            # never rotated, not the set's last backup in the metrics.
+            path = os.path.join(cfg["local_dir"], "safety", set_name, manifest["id"])
+            log(f"{set_name}: safety copy {manifest['id']} kept in {path} ({manifest['total_size']} bytes)")
+            print(json.dumps({"set": set_name, "backup": manifest["id"], "path": path}))
             continue
         # The size to compare with: the last backup accepted (before this agent version: the last one's size).
         reference = entry.get("reference_size_bytes", entry.get("size_bytes"))
@@ -598,12 +655,6 @@ def cmd_run(cfg, args):
             f"{set_name}: backup {manifest['id']} complete ({manifest['total_size']} bytes in {duration:.1f} s; "
             f"peak memory {peak_rss_mib(resource.RUSAGE_SELF)} MiB, tools {peak_rss_mib(resource.RUSAGE_CHILDREN)} MiB)"
         )
-        if args.local_only:
-            # A safety copy (recover.yml takes one before it replaces live data): kept on this host, not uploaded,
-            # no rotation and no size check (it copies the data being replaced, whatever its size).
-            save_state(cfg, state)
-            print(json.dumps({"set": set_name, "backup": manifest["id"], "local_only": True}))
-            continue
         problem = size_problem(manifest["total_size"], reference, float(cfg.get("min_size_ratio", 0.5)))
         if problem and not entry.get("size_hold_id"):
             entry.update(size_hold_id=manifest["id"], size_hold_bytes=manifest["total_size"])
@@ -618,7 +669,7 @@ def cmd_run(cfg, args):
             if error is not None:
                 entry["upload_failures_total"] = entry.get("upload_failures_total", 0) + 1
                 entry["last_upload_success"] = 0
-                save_state(cfg, state)
+                record(state)
                 log(
                     f"{set_name}: UPLOAD FAILED (the local backup {manifest['id']} is kept; the next run uploads "
                     f"{', '.join(sorted(entry['pending_upload']))}): {error}"
@@ -626,7 +677,7 @@ def cmd_run(cfg, args):
                 failed.append(f"{set_name} (upload)")
                 continue  # no rotation while backups wait for their upload: the local copies are the only ones
             entry["last_upload_success"] = 1
-        save_state(cfg, state)
+        record(state)
         if entry["size_hold"]:
             log(f"{set_name}: rotation waits (backup {entry['size_hold_id']} was much smaller than the one before)")
             continue
@@ -642,14 +693,16 @@ def cmd_run(cfg, args):
             except Exception as exc:  # every failure is reported and counted
                 entry["rotation_failures_total"] = entry.get("rotation_failures_total", 0) + 1
                 entry["last_rotation_success"] = 0
-                save_state(cfg, state)
+                record(state)
                 log(f"{set_name}: ROTATION FAILED (the new backup is kept): {exc}")
                 failed.append(f"{set_name} (rotation)")
                 continue
             entry["last_rotation_success"] = 1
-            save_state(cfg, state)
+            record(state)
     if failed:
         raise BackupError(f"backup failed for {', '.join(failed)}")
+    if unrecorded:
+        raise BackupError(f"the backups ran but their state and metrics could not be written: {unrecorded[0]}")
 
 
 def cmd_list(cfg, args):
@@ -922,7 +975,7 @@ def smoke_value(output, query):
 
 
 def cmd_drill(cfg, args):
-    state = load_json(STATE, {})
+    state = load_state()
     entry = state.setdefault("drill", {}).setdefault("postgresql", {})
     started = time.time()
     entry["last_run_timestamp_seconds"] = started
@@ -996,7 +1049,7 @@ def cmd_choose(cfg, args):
 
 def cmd_confirm_size(cfg, args):
     """A person looked at the smaller backup and accepts it: its size becomes the reference, rotation resumes."""
-    state = load_json(STATE, {})
+    state = load_state()
     entry = state.get("backup", {}).get(args.set)
     if args.set not in cfg["sets"] or entry is None:
         raise BackupError(f"unknown backup set {args.set!r}; this host has {sorted(cfg['sets'])}")
@@ -1013,7 +1066,7 @@ def cmd_confirm_size(cfg, args):
 def cmd_init(cfg, args):  # pylint: disable=unused-argument
     """First metrics of a new host: counts the install time as the last success, so BackupTooOld fires when the
     timer never runs."""
-    state = load_json(STATE, {})
+    state = load_state()
     now = time.time()
     for set_name in cfg["sets"]:
         state.setdefault("backup", {}).setdefault(
@@ -1030,7 +1083,9 @@ def parser():
     run.add_argument("sets", nargs="*")
     run.add_argument("--databases", nargs="+", help="only these PostgreSQL databases")
     run.add_argument("--no-rotate", action="store_true")
-    run.add_argument("--local-only", action="store_true", help="a safety copy: kept here, not uploaded, no rotation")
+    run.add_argument(
+        "--local-only", action="store_true", help="a safety copy in <local_dir>/safety/SET: not uploaded, never rotated"
+    )
     lst = sub.add_parser("list", help="the backups of a set")
     lst.add_argument("set")
     lst.add_argument("--source", choices=["s3", "local"], default="local")
@@ -1082,6 +1137,10 @@ def main(argv=None):
             handlers[args.command](cfg, args)
     except (BackupError, RotateError) as exc:
         print(f"selfhosted-backup: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # anything else: one line that says what, then the traceback for the journal
+        print(f"selfhosted-backup: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        traceback.print_exc()
         return 1
     return 0
 

@@ -197,7 +197,7 @@ def test_a_failed_rotation_keeps_the_backup_and_the_next_set_still_runs(tmp_path
     }
     backed_up = []
 
-    def backup(_cfg, set_name, _databases=None):
+    def backup(_cfg, set_name, _databases=None, safety=False):
         backed_up.append(set_name)
         return {"id": "20261124T020000Z", "total_size": 1000}, 0.1
 
@@ -242,7 +242,7 @@ def test_a_much_smaller_backup_is_kept_and_holds_rotation_until_confirmed(tmp_pa
     sizes, rotations = iter([100_000, 2_000, 100_000, 2_000]), []
     ids = iter(["20261124T020000Z", "20261125T020000Z", "20261126T020000Z", "20261127T020000Z"])
 
-    def backup(_cfg, _set_name, _databases=None):
+    def backup(_cfg, _set_name, _databases=None, safety=False):
         return {"id": next(ids), "total_size": next(sizes)}, 0.1
 
     monkeypatch.setattr(agent, "backup_set", backup)
@@ -286,7 +286,7 @@ def test_a_failed_upload_keeps_the_local_backup_and_the_next_run_uploads_it(tmp_
         def now(cls, tz=None):
             return next(clock)
 
-    def dump(_cfg, work_dir, _databases=None):
+    def dump(_cfg, work_dir, _databases=None, content_checks=True):
         data = b"dump-bytes" * 100
         with open(os.path.join(work_dir, "app.dump"), "wb") as fh:
             fh.write(data)
@@ -373,6 +373,61 @@ def test_choose_shows_the_backup_and_refuses_one_too_old(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["backup"] == old
     with pytest.raises(agent.BackupError, match="no backup 20200101T000000Z"):
         agent.cmd_choose(cfg, types.SimpleNamespace(**{**ask, "backup": "20200101T000000Z"}))
+
+
+def test_a_safety_copy_has_its_own_directory_and_is_never_chosen_or_rotated(tmp_path, monkeypatch):
+    # Found by review: the safety copy went into the set, so the timer's next runs rotated it away and a restore
+    # without an id picked it (the data being replaced) by default; an emptied database failed its size check.
+    monkeypatch.setattr(agent, "STATE", str(tmp_path / "state.json"))
+    cfg = {
+        "host": "db1",
+        "local_dir": str(tmp_path / "b"),
+        "textfile_dir": str(tmp_path),
+        "sets": {"postgresql": {"kind": "postgresql", "databases": ["app"], "min_size": 1024}},
+        "retention": {"keep_last": 1},
+        "local_retention": {"keep_last": 1},
+        "s3": {},
+    }
+    checks = []
+
+    def dump(_cfg, work_dir, _databases=None, content_checks=True):
+        checks.append(content_checks)
+        with open(os.path.join(work_dir, "app.dump"), "wb") as fh:
+            fh.write(b"tiny")
+        return [{"name": "app.dump", "size": 4, "sha256": hashlib.sha256(b"tiny").hexdigest()}], {}, {}
+
+    monkeypatch.setattr(agent, "backup_postgresql", dump)
+    agent.cmd_run(cfg, types.SimpleNamespace(sets=["postgresql"], databases=None, no_rotate=False, local_only=True))
+    safety = os.listdir(os.path.join(cfg["local_dir"], "safety", "postgresql"))
+    assert len(safety) == 1 and checks == [False]
+    assert not os.path.exists(os.path.join(cfg["local_dir"], "postgresql", safety[0]))
+    assert not os.path.exists(os.path.join(cfg["local_dir"], "safety", "postgresql", ".selfhosted-backup-set"))
+    assert "last_id" not in agent.load_json(agent.STATE, {}).get("backup", {}).get("postgresql", {})
+
+
+def test_an_unreadable_state_or_a_full_disk_never_stops_the_backups(tmp_path, monkeypatch):
+    # Found by review: an empty (truncated) state file made every later run die with JSONDecodeError; a state that
+    # could not be written (ENOSPC) inside the failure handler aborted the loop before the next set.
+    monkeypatch.setattr(agent, "STATE", str(tmp_path / "state.json"))
+    (tmp_path / "state.json").write_text("")
+    cfg = {"host": "db1", "local_dir": str(tmp_path / "b"), "textfile_dir": str(tmp_path), "s3": {},
+           "sets": {"postgresql": {"kind": "postgresql"}, "redis": {"kind": "redis"}},
+           "retention": {"keep_last": 1}, "local_retention": {"keep_last": 1}}  # fmt: skip
+    tried = []
+
+    def failing(_cfg, set_name, _databases=None, safety=False):
+        tried.append(set_name)
+        raise agent.BackupError("pg_dump failed")
+
+    def full_disk(_cfg, _state):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(agent, "backup_set", failing)
+    monkeypatch.setattr(agent, "save_state", full_disk)
+    with pytest.raises(agent.BackupError, match="backup failed for postgresql, redis"):
+        agent.cmd_run(cfg, types.SimpleNamespace(sets=[], databases=None, no_rotate=False, local_only=False))
+    assert tried == ["postgresql", "redis"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("state.json.unreadable-")]  # kept aside
 
 
 def test_unknown_set_is_refused(tmp_path, monkeypatch):
