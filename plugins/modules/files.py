@@ -21,9 +21,9 @@ description:
     through. A directory, device or socket where a file, link or nothing should be is refused, never removed.
   - Entries are applied in order (a directory before the files in it); the first failure stops the run, and the
     result says what had changed by then. An empty list changes nothing.
-  - Every step works through descriptors opened without following symbolic links, from C(/) down: a link in a
-    parent directory (one a less privileged user could plant, such as a C(conf.d) owned by a service user) is
-    refused, and a path swapped for a link while the task runs is not followed.
+  - Every step works through descriptors opened from C(/) down without following symbolic links that root does not
+    own. A link in a parent directory that a less privileged user could plant (in a C(conf.d) owned by a service
+    user, say) is refused, and a path swapped for a link while the task runs is not followed.
   - A rewritten file keeps its owner, group and mode unless the entry sets them; a new one is root's, mode 0600.
     A link whose target does not exist is refused.
 author:
@@ -69,8 +69,8 @@ options:
       secret:
         description:
           - The content is never shown in C(--diff) (only that it changed).
-          - It does not hide the content from the task's arguments (C(-vvv), the host's log, AWX job events): a task
-            that writes secrets needs C(no_log) too.
+          - It does not hide the content from the task's arguments (shown with C(-vvv), in the host's log and in
+            AWX job events). A task that writes secrets needs C(no_log) too.
         type: bool
         default: false
 attributes:
