@@ -239,7 +239,11 @@ def test_a_failed_recovery_starts_the_writers_again():
     # An unknown backup is refused before any writer is stopped.
     before = writers_started()
     rc, out = labcheck.playbook(
-        "recover.yml", "-e", json.dumps({"recover_confirm": True, "recover_backup_postgresql": "20000101T000000Z"})
+        "recover.yml",
+        "-e",
+        json.dumps(
+            {"recover_confirm": True, "recover_backup_postgresql": "20000101T000000Z", "recover_sets": ["postgresql"]}
+        ),
     )
     assert rc != 0 and "no backup 20000101T000000Z" in out, out
     assert writers_started() == before
