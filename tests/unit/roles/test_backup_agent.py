@@ -152,17 +152,24 @@ def test_the_agent_marks_its_set_directories(tmp_path):
     assert os.path.isfile(os.path.join(store.path, ".selfhosted-backup-set"))
 
 
-def test_failed_backup_is_counted_and_nothing_is_rotated(tmp_path, monkeypatch):
+def agent_cfg(tmp_path, monkeypatch, sets, s3=None, **extra):
+    """The agent's configuration for a test host db1 under tmp_path (backups in b/, metrics beside the state file,
+    which goes to tmp_path too), keep_last 1 locally and on S3, no S3 unless given."""
     monkeypatch.setattr(agent, "STATE", str(tmp_path / "state.json"))
-    cfg = {
+    return {
         "host": "db1",
         "local_dir": str(tmp_path / "b"),
         "textfile_dir": str(tmp_path),
-        "sets": {"postgresql": {"kind": "postgresql", "databases": ["app"]}},
+        "sets": sets,
         "retention": {"keep_last": 1},
         "local_retention": {"keep_last": 1},
-        "s3": {},
+        "s3": s3 or {},
+        **extra,
     }
+
+
+def test_failed_backup_is_counted_and_nothing_is_rotated(tmp_path, monkeypatch):
+    cfg = agent_cfg(tmp_path, monkeypatch, sets={"postgresql": {"kind": "postgresql", "databases": ["app"]}})
     rotations = []
 
     def failing(*_args, **_kwargs):
@@ -185,16 +192,7 @@ def test_failed_backup_is_counted_and_nothing_is_rotated(tmp_path, monkeypatch):
 def test_a_failed_rotation_keeps_the_backup_and_the_next_set_still_runs(tmp_path, monkeypatch):
     # Issue 23, finding 4 (part): an S3 error while rotating one set aborted the run, so the next set (Redis) was
     # never backed up and the traceback escaped.
-    monkeypatch.setattr(agent, "STATE", str(tmp_path / "state.json"))
-    cfg = {
-        "host": "db1",
-        "local_dir": str(tmp_path / "b"),
-        "textfile_dir": str(tmp_path),
-        "sets": {"postgresql": {"kind": "postgresql"}, "redis": {"kind": "redis"}},
-        "retention": {"keep_last": 1},
-        "local_retention": {"keep_last": 1},
-        "s3": {},
-    }
+    cfg = agent_cfg(tmp_path, monkeypatch, sets={"postgresql": {"kind": "postgresql"}, "redis": {"kind": "redis"}})
     backed_up = []
 
     def backup(_cfg, set_name, _databases=None, safety=False):
@@ -228,17 +226,7 @@ def test_size_problem(size, reference, ratio, flagged):
 
 def test_a_much_smaller_backup_is_kept_and_holds_rotation_until_confirmed(tmp_path, monkeypatch):
     # Issue 23, finding 6: a dump of an emptied database passed the 512-byte minimum, then rotated good backups away.
-    monkeypatch.setattr(agent, "STATE", str(tmp_path / "state.json"))
-    cfg = {
-        "host": "db1",
-        "local_dir": str(tmp_path / "b"),
-        "textfile_dir": str(tmp_path),
-        "sets": {"postgresql": {"kind": "postgresql"}},
-        "retention": {"keep_last": 1},
-        "local_retention": {"keep_last": 1},
-        "s3": {},
-        "min_size_ratio": 0.5,
-    }
+    cfg = agent_cfg(tmp_path, monkeypatch, sets={"postgresql": {"kind": "postgresql"}}, min_size_ratio=0.5)
     sizes, rotations = iter([100_000, 2_000, 100_000, 2_000]), []
     ids = iter(["20261124T020000Z", "20261125T020000Z", "20261126T020000Z", "20261127T020000Z"])
 
@@ -269,16 +257,9 @@ def test_a_much_smaller_backup_is_kept_and_holds_rotation_until_confirmed(tmp_pa
 
 def test_a_failed_upload_keeps_the_local_backup_and_the_next_run_uploads_it(tmp_path, monkeypatch):
     # Issue 23, finding 4: when the S3 upload failed, the verified local dump was deleted (no new backup anywhere).
-    monkeypatch.setattr(agent, "STATE", str(tmp_path / "state.json"))
-    cfg = {
-        "host": "db1",
-        "local_dir": str(tmp_path / "b"),
-        "textfile_dir": str(tmp_path),
-        "sets": {"postgresql": {"kind": "postgresql"}},
-        "retention": {"keep_last": 1},
-        "local_retention": {"keep_last": 1},
-        "s3": {"bucket": "backups", "prefix": "lab"},
-    }
+    cfg = agent_cfg(
+        tmp_path, monkeypatch, sets={"postgresql": {"kind": "postgresql"}}, s3={"bucket": "backups", "prefix": "lab"}
+    )
     clock = iter(datetime.datetime(2026, 11, 24, 2, m, tzinfo=datetime.timezone.utc) for m in range(10))
 
     class Clock(datetime.datetime):
@@ -378,16 +359,9 @@ def test_choose_shows_the_backup_and_refuses_one_too_old(tmp_path, capsys):
 def test_a_safety_copy_has_its_own_directory_and_is_never_chosen_or_rotated(tmp_path, monkeypatch):
     # Found by review: the safety copy went into the set, so the timer's next runs rotated it away and a restore
     # without an id picked it (the data being replaced) by default; an emptied database failed its size check.
-    monkeypatch.setattr(agent, "STATE", str(tmp_path / "state.json"))
-    cfg = {
-        "host": "db1",
-        "local_dir": str(tmp_path / "b"),
-        "textfile_dir": str(tmp_path),
-        "sets": {"postgresql": {"kind": "postgresql", "databases": ["app"], "min_size": 1024}},
-        "retention": {"keep_last": 1},
-        "local_retention": {"keep_last": 1},
-        "s3": {},
-    }
+    cfg = agent_cfg(
+        tmp_path, monkeypatch, sets={"postgresql": {"kind": "postgresql", "databases": ["app"], "min_size": 1024}}
+    )
     checks = []
 
     def dump(_cfg, work_dir, _databases=None, content_checks=True):
@@ -408,11 +382,8 @@ def test_a_safety_copy_has_its_own_directory_and_is_never_chosen_or_rotated(tmp_
 def test_an_unreadable_state_or_a_full_disk_never_stops_the_backups(tmp_path, monkeypatch):
     # Found by review: an empty (truncated) state file made every later run die with JSONDecodeError; a state that
     # could not be written (ENOSPC) inside the failure handler aborted the loop before the next set.
-    monkeypatch.setattr(agent, "STATE", str(tmp_path / "state.json"))
+    cfg = agent_cfg(tmp_path, monkeypatch, sets={"postgresql": {"kind": "postgresql"}, "redis": {"kind": "redis"}})
     (tmp_path / "state.json").write_text("")
-    cfg = {"host": "db1", "local_dir": str(tmp_path / "b"), "textfile_dir": str(tmp_path), "s3": {},
-           "sets": {"postgresql": {"kind": "postgresql"}, "redis": {"kind": "redis"}},
-           "retention": {"keep_last": 1}, "local_retention": {"keep_last": 1}}  # fmt: skip
     tried = []
 
     def failing(_cfg, set_name, _databases=None, safety=False):
