@@ -1,0 +1,259 @@
+#!/usr/bin/python
+# Copyright: selfhosted.stack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: packages
+version_added: 0.1.0
+short_description: Debian packages installed in one apt-get run, their services started later by their roles
+description:
+  - Installs the entries of O(names) that dpkg does not have (or not at the version named) in one C(apt-get install)
+    run. When every entry is installed it only asks dpkg (no package lists read, no network), so a converged host
+    answers in a fraction of the time C(ansible.builtin.apt) takes.
+  - The package lists are fetched (C(apt-get update)) only when something is to be installed and they are older
+    than O(cache_valid_time), missing, or dated in the future. An install that fails on lists this run did not
+    fetch is tried once more after fetching them (a mirror that replaced a version).
+  - While it installs, the services in O(defer_start) are not started by the packages' scripts (a C(policy-rc.d)
+    that applies to this run only, removed afterwards). Their roles write the settings, then start them once,
+    instead of a start with the package's defaults and a restart. An existing C(policy-rc.d) that is not this
+    module's is left alone and nothing is deferred (a warning says so).
+  - Configuration files already on the host are kept (C(--force-confold)); recommended packages are not installed
+    unless O(install_recommends). The dpkg lock is waited for up to O(lock_timeout) seconds.
+  - Every entry is checked before anything changes; a bad one fails naming it and the allowed forms.
+author:
+  - selfhosted.stack maintainers (@selfhosted-stack)
+options:
+  names:
+    description: Packages as V(name), V(name:arch) or V(name=version). An empty list changes nothing.
+    type: list
+    elements: str
+    required: true
+  defer_start:
+    description:
+      - Services (names as C(invoke-rc.d) and C(deb-systemd-invoke) pass them, without C(.service); a trailing
+        V(*) matches instances) that the packages' scripts must not start or restart during this install.
+    type: list
+    elements: str
+    default: []
+  cache_valid_time:
+    description: Seconds the package lists stay fresh enough to install from; V(0) fetches them before every install.
+    type: int
+    default: 3600
+  install_recommends:
+    description: Install recommended packages too.
+    type: bool
+    default: false
+  lock_timeout:
+    description: Seconds to wait for another apt or dpkg run to release its lock.
+    type: int
+    default: 120
+attributes:
+  check_mode:
+    description: Can run in check mode and return the changed status prediction without modifying the target.
+    support: full
+    details: Reports the entries that would be installed; nothing is fetched.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode).
+    support: full
+  idempotent:
+    description: When run twice in a row with the same arguments, the second run reports no change.
+    support: full
+notes:
+  - A virtual package (one only provided by others) is refused after the install, naming it. List the package that
+    provides it, so the next run can tell it is installed.
+"""
+
+EXAMPLES = r"""
+- name: Install PostgreSQL without starting it before its settings are written
+  selfhosted.stack.packages:
+    names: [postgresql-15, postgresql-client-15, python3-psycopg2]
+    defer_start: [postgresql, "postgresql@*"]
+"""
+
+RETURN = r"""
+installed:
+  description: The entries that were missing and are installed now (or would be, in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: [redis-server, redis-tools]
+deferred:
+  description: The services whose start was deferred during the install (empty when nothing was installed).
+  returned: always
+  type: list
+  elements: str
+cache_updated:
+  description: Whether the package lists were fetched.
+  returned: always
+  type: bool
+"""
+
+import contextlib
+import os
+import secrets
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.selfhosted.stack.plugins.module_utils import _packages
+
+LISTS = "/var/lib/apt/lists"
+STAMP = "/var/lib/apt/periodic/update-success-stamp"
+
+
+def query(module, names):
+    dpkg_query = module.get_bin_path("dpkg-query", required=True)
+    pkgs = sorted({_packages.parse(spec)[0] for spec in names})
+    rc, out, err = module.run_command([dpkg_query, "-W", "-f", _packages.QUERY_FORMAT, "--", *pkgs])
+    # 1: some name is not known to dpkg (not installed, never was); the others are still listed.
+    if rc not in (0, 1):
+        module.fail_json(msg=f"packages: dpkg-query failed (rc {rc}): {err.strip()}; nothing was changed")
+    return _packages.parse_status(out)
+
+
+def lists_mtime():
+    for path in (STAMP, LISTS):
+        with contextlib.suppress(OSError):
+            return os.stat(path).st_mtime
+    return None
+
+
+def read_policy():
+    """(kind, text): ('absent', None), ('ours', text) or ('foreign', text or None)."""
+    try:
+        fd = os.open(_packages.POLICY_PATH, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return "absent", None
+    except OSError:
+        return "foreign", None  # a link, or unreadable: not ours to touch
+    with os.fdopen(fd, "rb") as fh:
+        text = fh.read(65536).decode("utf-8", "replace")
+    return ("ours" if _packages.is_ours(text) else "foreign"), text
+
+
+def write_policy(units, token):
+    """Our policy-rc.d, written next to the path and renamed over it (only over an absent path or our own)."""
+    directory, name = os.path.split(_packages.POLICY_PATH)
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(_packages.policy_script(units, token))
+            fh.flush()
+            os.fchmod(fh.fileno(), 0o755)
+            os.fsync(fh.fileno())
+        os.rename(tmp, _packages.POLICY_PATH)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def remove_policy(token):
+    kind, text = read_policy()
+    if kind == "ours" and f"(token {token})" in text:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(_packages.POLICY_PATH)
+
+
+def apt_get(module, args, env):
+    apt = module.get_bin_path("apt-get", required=True)
+    rc, out, err = module.run_command(
+        [apt, "-q", "-o", f"DPkg::Lock::Timeout={module.params['lock_timeout']}", *args],
+        environ_update=env,
+    )
+    return rc, out, err
+
+
+def update(module, env):
+    rc, out, err = apt_get(module, ["update", "--error-on=any"], env)
+    if rc != 0:
+        module.fail_json(msg=f"packages: apt-get update failed (rc {rc}): {(err or out).strip()[-2000:]}")
+
+
+def run(module):
+    p = module.params
+    names = p["names"]
+    found = _packages.problems(names, p["defer_start"], p["cache_valid_time"])
+    if found:
+        module.fail_json(msg="packages: " + "; ".join(found) + "; nothing was changed")
+    result = {"changed": False, "installed": [], "deferred": [], "cache_updated": False}
+    if not names:
+        module.exit_json(**result)
+    todo = _packages.missing(names, query(module, names))
+    if not todo:
+        module.exit_json(**result)
+    result.update(changed=True, installed=todo)
+    if module._diff:
+        result["diff"] = {"before": "", "after": "".join(f"{spec}\n" for spec in todo), "after_header": "installed"}
+    if module.check_mode:
+        module.exit_json(**result)
+
+    env = {"DEBIAN_FRONTEND": "noninteractive", "APT_LISTCHANGES_FRONTEND": "none", "NEEDRESTART_MODE": "l"}
+    token = secrets.token_hex(8)
+    if p["defer_start"]:
+        kind = read_policy()[0]
+        if kind == "foreign":
+            module.warn(
+                f"packages: {_packages.POLICY_PATH} exists and is not this module's: it decides which services the "
+                f"packages start; nothing was deferred ({', '.join(p['defer_start'])} may start with the package's "
+                "defaults until their roles restart them)"
+            )
+        else:
+            write_policy(p["defer_start"], token)
+            env[_packages.ENV] = token
+            result["deferred"] = list(p["defer_start"])
+    install = [
+        "install",
+        "-y",
+        "-o",
+        "Dpkg::Options::=--force-confdef",
+        "-o",
+        "Dpkg::Options::=--force-confold",
+        "--install-recommends" if p["install_recommends"] else "--no-install-recommends",
+        "--",
+        *todo,
+    ]
+    try:
+        if _packages.cache_stale(lists_mtime(), time.time(), p["cache_valid_time"]):
+            update(module, env)
+            result["cache_updated"] = True
+        rc, out, err = apt_get(module, install, env)
+        if rc != 0 and not result["cache_updated"]:
+            update(module, env)
+            result["cache_updated"] = True
+            rc, out, err = apt_get(module, install, env)
+    finally:
+        remove_policy(token)
+    if rc != 0:
+        module.fail_json(
+            msg=f"packages: apt-get install {' '.join(todo)} failed (rc {rc}): {(err or out).strip()[-3000:]}", **result
+        )
+    left = _packages.missing(todo, query(module, todo))
+    if left:
+        module.fail_json(
+            msg=f"packages: apt-get installed, but dpkg has no package {', '.join(left)} installed as named: a virtual "
+            "package (list the package that provides it) or a version apt-get did not pick",
+            **result,
+        )
+    module.exit_json(**result)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "names": {"type": "list", "elements": "str", "required": True},
+            "defer_start": {"type": "list", "elements": "str", "default": []},
+            "cache_valid_time": {"type": "int", "default": 3600},
+            "install_recommends": {"type": "bool", "default": False},
+            "lock_timeout": {"type": "int", "default": 120},
+        },
+        supports_check_mode=True,
+    )
+    run(module)
+
+
+if __name__ == "__main__":
+    main()
