@@ -6,6 +6,7 @@ lists are too old, and the policy-rc.d script that keeps the roles' services fro
 from __future__ import annotations
 
 import re
+import shlex
 
 # name[:arch][=version], as apt-get install takes it. No globs, no regular expressions, no release pins (/suite):
 # each of those installs something this module could not check afterwards.
@@ -13,6 +14,8 @@ SPEC = re.compile(r"\A([a-z0-9][a-z0-9+.-]*)(?::([a-z0-9-]+))?(?:=([A-Za-z0-9.+~
 # A systemd service name as policy-rc.d receives it, optionally ending in '*' (postgresql@*).
 DEFER = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9:_.@-]{0,200}\*?\Z")
 POLICY_PATH = "/usr/sbin/policy-rc.d"
+# Where the script notes each action it denied ("<service> <action>" per line), one file per run (its token).
+DENIED_LOG = "/run/selfhosted-packages.{token}.denied"
 MARKER = "# selfhosted.stack packages: deferred service starts"
 ENV = "SELFHOSTED_DEFER_START"
 # dpkg-query's fields, tab-separated, one line per known package (and architecture).
@@ -60,13 +63,20 @@ def parse_status(text):
     return status
 
 
+def installed(abbrev):
+    """dpkg's status abbreviation says installed and configured, without an error: ii, or hi (held with apt-mark
+    hold, which an operator sets on postgresql or redis)."""
+    return len(abbrev) >= 2 and abbrev[0] in "ih" and abbrev[1] == "i" and abbrev[2:].strip() == ""
+
+
 def satisfied(spec, status):
-    """Whether the entry is installed (dpkg status ii), at its version when it names one."""
+    """Whether the entry is installed, at its version when it names one (an Architecture: all package satisfies
+    name:arch)."""
     name, arch, version = parse(spec)
     for (pkg, pkg_arch), (pkg_version, abbrev) in status.items():
-        if pkg != name or (arch and pkg_arch != arch):
+        if pkg != name or (arch and pkg_arch not in (arch, "all")):
             continue
-        if abbrev.strip() == "ii" and (version is None or pkg_version == version):
+        if installed(abbrev) and (version is None or pkg_version == version):
             return True
     return False
 
@@ -84,11 +94,12 @@ def cache_stale(mtime, now, valid_time):
     return age < 0 or age > valid_time
 
 
-def policy_script(units, token):
+def policy_script(units, token, log):
     """/usr/sbin/policy-rc.d for one apt-get run: the listed services do not start while a caller holding the
     token installs; every other caller, service and action is allowed (exit 0), so a copy left behind by a killed
-    run blocks nothing."""
-    patterns = "|".join(units)
+    run blocks nothing. Each denied action is noted in the file `log`, so a service that was running (an upgrade
+    pulled in as a dependency wanted to restart it) is restarted after the install."""
+    patterns = "|".join(dict.fromkeys(strip_service(u) for u in units))
     return (
         "#!/bin/sh\n"
         f"{MARKER} (token {token}).\n"
@@ -96,11 +107,29 @@ def policy_script(units, token):
         "# packages, the services below are not started by the packages' scripts (their roles start them once\n"
         "# their settings are in place). Any other caller, service or action is allowed.\n"
         f'[ "${{{ENV}:-}}" = "{token}" ] || exit 0\n'
+        "# invoke-rc.d passes its options first (--quiet); --list asks for the policy, nothing to deny.\n"
+        'while [ $# -gt 0 ]; do case "$1" in --list) exit 0 ;; --*) shift ;; *) break ;; esac; done\n'
+        "# A status changes nothing: allowed. Any other action (start, stop, restart, a list of them) is not.\n"
+        'case "$2" in status|"(status)") exit 0 ;; esac\n'
         'case "${1%.service}" in\n'
-        f"  {patterns}) exit 101 ;;\n"
+        f'  {patterns}) printf \'%s %s\\n\' "$1" "$2" >> {shlex.quote(log)}; exit 101 ;;\n'
         "esac\n"
         "exit 0\n"
     )
+
+
+def strip_service(name):
+    return name[: -len(".service")] if name.endswith(".service") else name
+
+
+def denied_services(text):
+    """The services the script denied an action to (names without .service, in order, once each)."""
+    names = []
+    for line in (text or "").splitlines():
+        name = strip_service(line.split(" ", 1)[0])
+        if name and DEFER.match(name) and name not in names:
+            names.append(name)
+    return names
 
 
 def is_ours(text):

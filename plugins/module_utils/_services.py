@@ -10,11 +10,14 @@ import re
 # its type suffix. Never an option (no leading '-'), never a glob.
 UNIT_NAME = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9:_.@\\-]{0,254}\Z")
 STATES = ("started", "stopped")
-# systemctl is-enabled exits 0 for these: the unit starts at boot through its own link, a generator, another unit,
-# or it cannot be enabled at all (static). `enabled: true` leaves them as they are, as ansible.builtin.systemd_service
-# does.
-ENABLED_STATES = ("enabled", "enabled-runtime", "static", "indirect", "generated", "alias", "linked", "linked-runtime")
+# `enabled: true` leaves these as they are: the unit starts at boot through its own link or a generator, or cannot be
+# enabled at all (static, transient: systemctl is-enabled exits 0 for them, as ansible.builtin.systemd_service reads
+# it). indirect and alias units are left too: `systemctl enable` cannot change them, so enabling them would report a
+# change on every run. linked units (a unit file linked in from elsewhere) are enabled.
+ENABLED_STATES = ("enabled", "enabled-runtime", "static", "generated", "transient", "indirect", "alias")
 RUNNING_STATES = ("active", "reloading", "activating", "refreshing")
+# A unit still stopping is stopped again when it should be stopped (the stop job completes it).
+STOPPING_STATES = ("deactivating",)
 # The order the batches run in: every unit of one kind in one systemctl call.
 ACTION_ORDER = ("reset-failed", "enable", "disable", "start", "restart", "reload", "stop")
 
@@ -90,7 +93,7 @@ def plan(unit, observed):
         if active == "failed":
             actions.append("reset-failed")
         actions.append("start")
-    elif state == "stopped" and running:
+    elif state == "stopped" and (running or active in STOPPING_STATES):
         actions.append("stop")
     elif running and unit.get("restart"):
         actions.append("restart")

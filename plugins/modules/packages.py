@@ -18,16 +18,22 @@ description:
     fetch is tried once more after fetching them (a mirror that replaced a version).
   - While it installs, the services in O(defer_start) are not started by the packages' scripts (a C(policy-rc.d)
     that applies to this run only, removed afterwards). Their roles write the settings, then start them once,
-    instead of a start with the package's defaults and a restart. An existing C(policy-rc.d) that is not this
-    module's is left alone and nothing is deferred (a warning says so).
+    instead of a start with the package's defaults and a restart. A deferred service that was already running (an
+    upgrade pulled in as a dependency wanted to restart it) is restarted after the install, as its package would
+    have. An existing C(policy-rc.d) that is not this module's is left alone and nothing is deferred (a warning
+    says so).
   - Configuration files already on the host are kept (C(--force-confold)); recommended packages are not installed
-    unless O(install_recommends). The dpkg lock is waited for up to O(lock_timeout) seconds.
+    unless O(install_recommends). The dpkg lock is waited for up to O(lock_timeout) seconds, and so is another run
+    of this module that defers starts (one C(policy-rc.d) at a time).
   - Every entry is checked before anything changes; a bad one fails naming it and the allowed forms.
 author:
   - selfhosted.stack maintainers (@selfhosted-stack)
 options:
   names:
-    description: Packages as V(name), V(name:arch) or V(name=version). An empty list changes nothing.
+    description:
+      - Packages as V(name), V(name:arch) or V(name=version). An empty list changes nothing.
+      - A version is dpkg's whole version, epoch included (V(redis-server=5:7.0.15-1~deb12u1)). A version older than
+        the installed one fails (no downgrades). A package held with C(apt-mark hold) counts as installed.
     type: list
     elements: str
     required: true
@@ -85,6 +91,13 @@ deferred:
   returned: always
   type: list
   elements: str
+restarted:
+  description:
+    - Deferred services that were running and that the install wanted to restart (a dependency upgraded them),
+      restarted after it as their packages would have.
+  returned: always
+  type: list
+  elements: str
 cache_updated:
   description: Whether the package lists were fetched.
   returned: always
@@ -92,8 +105,10 @@ cache_updated:
 """
 
 import contextlib
+import fcntl
 import os
 import secrets
+import stat
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -101,6 +116,7 @@ from ansible_collections.selfhosted.stack.plugins.module_utils import _packages
 
 LISTS = "/var/lib/apt/lists"
 STAMP = "/var/lib/apt/periodic/update-success-stamp"
+LOCK = "/run/selfhosted-packages.lock"
 
 
 def query(module, names):
@@ -128,34 +144,90 @@ def read_policy():
         return "absent", None
     except OSError:
         return "foreign", None  # a link, or unreadable: not ours to touch
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return "foreign", None  # a directory, a fifo: not ours either
     with os.fdopen(fd, "rb") as fh:
         text = fh.read(65536).decode("utf-8", "replace")
     return ("ours" if _packages.is_ours(text) else "foreign"), text
 
 
-def write_policy(units, token):
-    """Our policy-rc.d, written next to the path and renamed over it (only over an absent path or our own)."""
+def write_policy(units, token, log, replace):
+    """Our policy-rc.d, written next to the path and then linked into place when the path is absent (fails if one
+    appeared meanwhile) or renamed over our own left-over copy; and the empty file it notes denied actions in
+    (created here, root's, 0600: never one found in place)."""
     directory, name = os.path.split(_packages.POLICY_PATH)
     tmp = os.path.join(directory, f".{name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755)
     try:
         with os.fdopen(fd, "w") as fh:
-            fh.write(_packages.policy_script(units, token))
+            fh.write(_packages.policy_script(units, token, log))
             fh.flush()
             os.fchmod(fh.fileno(), 0o755)
             os.fsync(fh.fileno())
-        os.rename(tmp, _packages.POLICY_PATH)
+        os.close(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+        if replace:
+            os.rename(tmp, _packages.POLICY_PATH)
+        else:
+            os.link(tmp, _packages.POLICY_PATH)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            os.unlink(log)
         raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
-def remove_policy(token):
+def remove_policy(token, log):
+    """Our policy-rc.d removed (only if it is still this run's); the services it denied an action to."""
     kind, text = read_policy()
     if kind == "ours" and f"(token {token})" in text:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(_packages.POLICY_PATH)
+    denied = ""
+    with contextlib.suppress(OSError):
+        fd = os.open(log, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd) as fh:
+            denied = fh.read(65536)
+        os.unlink(log)
+    return _packages.denied_services(denied)
+
+
+def restart_running(module, names):
+    """Restart the denied services that are running: an install that upgraded one (a dependency) wanted to stop
+    and start it, and that was denied. Those not running (new) stay for their roles to start. Returns (restarted,
+    error)."""
+    systemctl = module.get_bin_path("systemctl") if names else None
+    if not systemctl:
+        return [], None
+    _rc, out, _err = module.run_command([systemctl, "is-active", "--", *names])
+    running = [n for n, state in zip(names, out.split()) if state in ("active", "reloading", "activating")]
+    if not running:
+        return [], None
+    rc, out, err = module.run_command([systemctl, "restart", "--", *running])
+    if rc != 0:
+        return [], (
+            f"restarting {' '.join(running)} (upgraded while running, their packages' restart was deferred) failed: "
+            f"{(err or out).strip()[-1500:]}"
+        )
+    return running, None
+
+
+def lock(module):
+    """One install with deferred starts at a time on the host: a second run waits here instead of taking over the
+    first one's policy-rc.d (apt's own lock would serialise the installs, not the policy)."""
+    fd = os.open(LOCK, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    deadline = time.monotonic() + module.params["lock_timeout"]
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                module.fail_json(msg=f"packages: another run holds {LOCK} (lock_timeout passed); nothing was installed")
+            time.sleep(0.5)
 
 
 def apt_get(module, args, env):
@@ -170,7 +242,8 @@ def apt_get(module, args, env):
 def update(module, env):
     rc, out, err = apt_get(module, ["update", "--error-on=any"], env)
     if rc != 0:
-        module.fail_json(msg=f"packages: apt-get update failed (rc {rc}): {(err or out).strip()[-2000:]}")
+        return f"apt-get update failed (rc {rc}): {(err or out).strip()[-2000:]}"
+    return None
 
 
 def run(module):
@@ -179,7 +252,7 @@ def run(module):
     found = _packages.problems(names, p["defer_start"], p["cache_valid_time"])
     if found:
         module.fail_json(msg="packages: " + "; ".join(found) + "; nothing was changed")
-    result = {"changed": False, "installed": [], "deferred": [], "cache_updated": False}
+    result = {"changed": False, "installed": [], "deferred": [], "restarted": [], "cache_updated": False}
     if not names:
         module.exit_json(**result)
     todo = _packages.missing(names, query(module, names))
@@ -193,19 +266,53 @@ def run(module):
 
     env = {"DEBIAN_FRONTEND": "noninteractive", "APT_LISTCHANGES_FRONTEND": "none", "NEEDRESTART_MODE": "l"}
     token = secrets.token_hex(8)
-    if p["defer_start"]:
-        kind = read_policy()[0]
-        if kind == "foreign":
-            module.warn(
-                f"packages: {_packages.POLICY_PATH} exists and is not this module's: it decides which services the "
-                f"packages start; nothing was deferred ({', '.join(p['defer_start'])} may start with the package's "
-                "defaults until their roles restart them)"
-            )
-        else:
-            write_policy(p["defer_start"], token)
-            env[_packages.ENV] = token
-            result["deferred"] = list(p["defer_start"])
-    install = [
+    log = _packages.DENIED_LOG.format(token=token)
+    held = lock(module) if p["defer_start"] else None
+    denied = []
+    try:
+        if p["defer_start"]:
+            kind = read_policy()[0]
+            if kind == "foreign":
+                module.warn(
+                    f"packages: {_packages.POLICY_PATH} exists and is not this module's: it decides which services "
+                    f"the packages start; nothing was deferred ({', '.join(p['defer_start'])} may start with the "
+                    "package's defaults until their roles restart them)"
+                )
+            else:
+                try:
+                    write_policy(p["defer_start"], token, log, replace=kind == "ours")
+                except OSError as exc:
+                    module.fail_json(
+                        msg=f"packages: could not put {_packages.POLICY_PATH} in place: {exc}; nothing was installed"
+                    )
+                env[_packages.ENV] = token
+                result["deferred"] = list(p["defer_start"])
+        error = install(module, todo, env, result)
+    finally:
+        if result["deferred"]:
+            denied = remove_policy(token, log)
+        if held is not None:
+            os.close(held)
+    # Also after a failed install: a running service that it upgraded is restarted, as its package would have.
+    result["restarted"], restart_error = restart_running(module, denied)
+    errors = [e for e in (error, restart_error) if e]
+    if errors:
+        module.fail_json(msg="packages: " + "; ".join(errors), **result)
+    left = _packages.missing(todo, query(module, todo))
+    if left:
+        module.fail_json(
+            msg=f"packages: apt-get installed, but dpkg has no package {', '.join(left)} installed as named: a virtual "
+            "package (list the package that provides it) or a version apt-get did not pick",
+            **result,
+        )
+    module.exit_json(**result)
+
+
+def install(module, todo, env, result):
+    """apt-get install (the lists fetched first when stale, and once more after a failure on lists not fetched in
+    this run). The error, or None."""
+    p = module.params
+    args = [
         "install",
         "-y",
         "-o",
@@ -216,29 +323,21 @@ def run(module):
         "--",
         *todo,
     ]
-    try:
-        if _packages.cache_stale(lists_mtime(), time.time(), p["cache_valid_time"]):
-            update(module, env)
-            result["cache_updated"] = True
-        rc, out, err = apt_get(module, install, env)
-        if rc != 0 and not result["cache_updated"]:
-            update(module, env)
-            result["cache_updated"] = True
-            rc, out, err = apt_get(module, install, env)
-    finally:
-        remove_policy(token)
+    if _packages.cache_stale(lists_mtime(), time.time(), p["cache_valid_time"]):
+        error = update(module, env)
+        if error:
+            return error
+        result["cache_updated"] = True
+    rc, out, err = apt_get(module, args, env)
+    if rc != 0 and not result["cache_updated"]:
+        error = update(module, env)
+        if error:
+            return error
+        result["cache_updated"] = True
+        rc, out, err = apt_get(module, args, env)
     if rc != 0:
-        module.fail_json(
-            msg=f"packages: apt-get install {' '.join(todo)} failed (rc {rc}): {(err or out).strip()[-3000:]}", **result
-        )
-    left = _packages.missing(todo, query(module, todo))
-    if left:
-        module.fail_json(
-            msg=f"packages: apt-get installed, but dpkg has no package {', '.join(left)} installed as named: a virtual "
-            "package (list the package that provides it) or a version apt-get did not pick",
-            **result,
-        )
-    module.exit_json(**result)
+        return f"apt-get install {' '.join(todo)} failed (rc {rc}): {(err or out).strip()[-3000:]}"
+    return None
 
 
 def main():

@@ -13,14 +13,15 @@ description:
   - Brings each unit of O(units) to its state in one module run, with one C(systemctl) call per kind of action
     (the units of one call start in parallel). One run instead of one C(ansible.builtin.systemd_service) task per
     unit, each a round trip to the host even when nothing changes.
-  - Every unit is looked at before anything changes; an unknown or masked unit, or a bad entry, fails the task
-    naming the unit and the option, and no unit is touched.
+  - Every unit is looked at before anything changes; an unknown unit, a masked unit that should run or be enabled,
+    or a bad entry, fails the task naming the unit and the option, and no unit is touched.
   - A unit that O(units[].restart) or O(units[].reload) asks for is restarted or reloaded only if it was running
     before this task; one this task starts is not restarted after it (it read its settings when it started). A
     failed unit that should run is cleared (C(systemctl reset-failed)) before it starts, so a start limit hit
     while its package started it without settings does not keep it down.
-  - Batches run in this order; reset-failed, enable, disable, start, restart, reload, stop. The first that fails
-    stops the task, which names the units of that batch and the state each is in.
+  - Batches run in this order; reset-failed, enable, disable, start, restart, reload, stop. Every batch runs, also
+    after one failed (a failed start does not cancel another unit's restart); the task then fails naming each failed
+    batch and the state of every unit, and the result lists only the actions that succeeded.
 author:
   - selfhosted.stack maintainers (@selfhosted-stack)
 options:
@@ -129,7 +130,9 @@ def run(module):
     if module.params["daemon_reload"] and not module.check_mode:
         rc, out, err = module.run_command([systemctl, "daemon-reload"])
         if rc != 0:
-            module.fail_json(msg=f"services: systemctl daemon-reload failed: {(err or out).strip()}; nothing else was changed")
+            module.fail_json(
+                msg=f"services: systemctl daemon-reload failed: {(err or out).strip()}; nothing else was changed"
+            )
     observed = show(module, systemctl, names)
     plans, refusals = {}, []
     for unit, seen in zip(units, observed):
@@ -161,18 +164,34 @@ def run(module):
     if module.check_mode or not changed:
         module.exit_json(**result)
 
-    done = []
+    # Every batch runs, also after one failed (a failed start does not cancel another unit's restart for changed
+    # settings); the result lists only what succeeded.
+    done, failed = [], []
     for action, batch in _services.batches(plans).items():
         rc, out, err = module.run_command([systemctl, action, "--", *batch])
-        if rc != 0:
-            now = show(module, systemctl, batch)
-            states = ", ".join(f"{n} {s.get('ActiveState', '?')}" for n, s in zip(batch, now))
-            module.fail_json(
-                msg=f"services: systemctl {action} {' '.join(batch)} failed (rc {rc}): {(err or out).strip()[-1500:]}"
-                f" (now: {states}; see journalctl -u UNIT); done before it: {', '.join(done) or 'nothing'}",
-                **result,
+        if rc == 0:
+            done.append((action, batch))
+        else:
+            failed.append((action, batch, (err or out).strip()[-1500:]))
+    succeeded = {(a, n) for a, batch in done for n in batch}
+    result["started"] = [n for n in names if ("start", n) in succeeded]
+    result["restarted"] = [n for n in names if ("restart", n) in succeeded]
+    result["units"] = [{"name": n, "actions": [a for a in plans[n] if (a, n) in succeeded]} for n in names]
+    if failed:
+        rc, out, _err = module.run_command([systemctl, "show", "--property=ActiveState", "--", *names])
+        try:
+            states = ", ".join(
+                f"{n} {b.get('ActiveState', '?')}" for n, b in zip(names, _services.parse_show(out, len(names)))
             )
-        done.append(f"{action} {' '.join(batch)}")
+        except ValueError:
+            states = "unknown"
+        module.fail_json(
+            msg="services: "
+            + "; ".join(f"systemctl {a} {' '.join(batch)} failed: {e}" for a, batch, e in failed)
+            + f" (now: {states}; see journalctl -u UNIT); done: "
+            + (", ".join(f"{a} {' '.join(batch)}" for a, batch in done) or "nothing"),
+            **result,
+        )
     module.exit_json(**result)
 
 

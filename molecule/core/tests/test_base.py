@@ -75,6 +75,15 @@ def test_service_helpers(name):
     assert svc.is_running and svc.is_enabled
 
 
+def test_the_deferred_starts_left_nothing_behind(host):
+    # The roles' packages were installed with their services' starts deferred (selfhosted.stack.packages): the
+    # temporary policy-rc.d, its lock and its notes of denied starts are gone, so no later package run on the host
+    # is kept from starting anything.
+    assert not host.file("/usr/sbin/policy-rc.d").exists
+    assert host.run("ls -A /run | grep '^selfhosted-packages' | grep -v '^selfhosted-packages.lock$'").stdout == ""
+    assert host.run("ls -A /usr/sbin | grep '^\\.policy-rc.d'").stdout == ""
+
+
 def test_check_mode_on_converged_hosts_changes_nothing():
     labcheck.assert_check_mode_clean()  # one --check --diff run serves this file's, the data tier's and the edge's
 

@@ -39,7 +39,8 @@ def _validate_command(candidate):
     """The validate command of the role's "Write redis.conf" task, for a candidate file."""
     with open(os.path.join(labcheck.SCENARIO_DIR, "../../roles/redis/tasks/configure.yml")) as fh:
         tasks = yaml.safe_load(fh)
-    command = next(t for t in tasks if "redis.conf" in t["name"])["ansible.builtin.template"]["validate"]
+    task = next(t for t in tasks if "redis.conf" in t["name"])
+    command = next(f for f in task["selfhosted.stack.files"]["files"] if f["path"] == "/etc/redis/redis.conf")["validate"]
     return shlex.join(shlex.split(command.replace("%s", candidate)))
 
 

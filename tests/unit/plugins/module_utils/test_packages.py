@@ -103,12 +103,50 @@ def run_policy(tmp_path, script, args, token=None):
     ],
 )
 def test_policy_script_defers_only_the_listed_services_for_the_token_holder(tmp_path, args, token, rc):
-    script = _packages.policy_script(["postgresql", "postgresql@*", "redis-server"], "t0k3n")
+    log = tmp_path / "denied log"
+    script = _packages.policy_script(["postgresql", "postgresql@*", "redis-server"], "t0k3n", str(log))
     assert run_policy(tmp_path, script, args, token) == rc
+    # each denial is noted, nothing else
+    assert (log.read_text() if log.exists() else "") == (f"{args[0]} {args[1]}\n" if rc == 101 else "")
+
+
+def test_denied_services_are_named_once_without_their_suffix():
+    text = "postgresql start\npostgresql.service start\nredis-server stop\n\n;rm x\n"
+    assert _packages.denied_services(text) == ["postgresql", "redis-server"]
+    assert _packages.denied_services(None) == []
 
 
 def test_policy_script_is_recognised_as_ours_and_a_foreign_one_is_not():
-    assert _packages.is_ours(_packages.policy_script(["nginx"], "abc"))
+    assert _packages.is_ours(_packages.policy_script(["nginx"], "abc", "/run/x"))
     assert not _packages.is_ours("#!/bin/sh\nexit 101\n")
     assert not _packages.is_ours("#!/bin/sh\n# " + _packages.MARKER)  # the marker must be the second line as written
     assert not _packages.is_ours(None)
+
+
+def test_held_packages_count_as_installed_and_broken_ones_do_not():
+    status = _packages.parse_status(
+        "redis-server\tamd64\t5:7.0.15-1\thi \nnginx\tamd64\t1.22\tiiR\ntzdata\tall\t2024a\tii \n"
+    )
+    # held (apt-mark hold): installed, as ansible.builtin.apt sees it
+    assert _packages.missing(["redis-server"], status) == []
+    # reinstall required (R): not installed properly
+    assert _packages.missing(["nginx"], status) == ["nginx"]
+    # an Architecture: all package satisfies name:arch
+    assert _packages.missing(["tzdata:amd64"], status) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "rc", "logged"),
+    [
+        (["--quiet", "postgresql", "start"], 101, "postgresql start"),  # invoke-rc.d --quiet passes it first
+        (["--quiet", "--force", "redis-server", "restart"], 101, "redis-server restart"),
+        (["redis-server", "try-restart restart"], 101, "redis-server try-restart restart"),  # a list of actions
+        (["redis-server", "status"], 0, ""),  # a status changes nothing: no restart owed afterwards
+        (["--list", "redis-server"], 0, ""),
+    ],
+)
+def test_policy_script_reads_invoke_rc_d_options_and_denies_only_actions(tmp_path, args, rc, logged):
+    log = tmp_path / "denied"
+    script = _packages.policy_script(["postgresql", "redis-server.service"], "t0k3n", str(log))
+    assert run_policy(tmp_path, script, args, "t0k3n") == rc
+    assert (log.read_text().strip() if log.exists() else "") == logged

@@ -49,6 +49,11 @@ def test_good_entries_pass():
         (unit(), seen(file_state="static"), []),
         (unit(), seen(file_state="generated"), []),
         (unit(), seen(file_state="indirect"), []),
+        (unit(), seen(file_state="transient"), []),
+        # a unit file linked in from elsewhere does not start at boot until enabled
+        (unit(), seen(file_state="linked"), ["enable"]),
+        (unit(), seen(file_state="linked-runtime"), ["enable"]),
+        (unit(state="stopped"), seen(active="deactivating"), ["stop"]),
         (unit(enabled=False), seen(), ["disable"]),
         (unit(enabled=None), seen(file_state="disabled"), []),
         (unit(state=None), seen(active="inactive"), []),

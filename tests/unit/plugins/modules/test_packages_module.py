@@ -18,7 +18,18 @@ class Failed(Exception):
 
 
 class FakeModule:
-    def __init__(self, names, installed, defer=(), check_mode=False, install_rc=0, provides=None):
+    def __init__(
+        self,
+        names,
+        installed,
+        defer=(),
+        check_mode=False,
+        install_rc=0,
+        provides=None,
+        running=(),
+        update_rc=0,
+        restart_rc=0,
+    ):
         self.params = {
             "names": names,
             "defer_start": list(defer),
@@ -29,6 +40,7 @@ class FakeModule:
         self.check_mode, self._diff = check_mode, False
         self.installed, self.install_rc, self.provides = set(installed), install_rc, provides or {}
         self.calls, self.policy_during, self.env_during, self.warnings = [], [], [], []
+        self.running, self.update_rc, self.restart_rc = set(running), update_rc, restart_rc
 
     def get_bin_path(self, name, required=False):
         return name
@@ -45,12 +57,24 @@ class FakeModule:
         if "install" in argv:
             self.env_during.append(dict(environ_update or {}))
             path = _packages.POLICY_PATH
-            with open(path) if os.path.exists(path) else open(os.devnull) as fh:
+            with open(path) if os.path.isfile(path) else open(os.devnull) as fh:
                 self.policy_during.append(fh.read() or None)
+            # the packages' scripts ask policy-rc.d to (re)start each deferred service; it notes the denials
+            if _packages.is_ours(self.policy_during[-1]):
+                log = self.policy_during[-1].split(">> ", 1)[1].split(";", 1)[0].strip("'")
+                with open(log, "a") as fh:
+                    fh.writelines(f"{unit} restart\n" for unit in self.params["defer_start"])
             if self.install_rc:
                 return self.install_rc, "", "E: Unable to locate package"
             for name in argv[argv.index("--") + 1 :]:
                 self.installed.add(self.provides.get(name, name))
+        if "update" in argv:
+            return self.update_rc, "", "E: Failed to fetch" if self.update_rc else ""
+        if argv[:2] == ["systemctl", "restart"]:
+            return self.restart_rc, "", "Job for redis-server.service failed" if self.restart_rc else ""
+        if argv[:2] == ["systemctl", "is-active"]:
+            names = argv[3:]
+            return 0, "".join(("active" if n in self.running else "inactive") + "\n" for n in names), ""
         return 0, "", ""
 
     def exit_json(self, **kw):
@@ -64,8 +88,10 @@ class FakeModule:
 def policy_path(tmp_path, monkeypatch):
     path = tmp_path / "policy-rc.d"
     monkeypatch.setattr(_packages, "POLICY_PATH", str(path))
+    monkeypatch.setattr(_packages, "DENIED_LOG", str(tmp_path / "denied.{token}"))
     monkeypatch.setattr(mod, "LISTS", str(tmp_path / "lists"))
     monkeypatch.setattr(mod, "STAMP", str(tmp_path / "stamp"))
+    monkeypatch.setattr(mod, "LOCK", str(tmp_path / "lock"))
     (tmp_path / "lists").mkdir()
     return path
 
@@ -88,10 +114,13 @@ def test_install_defers_the_listed_services_and_removes_the_policy(policy_path):
     result, ok = run(m)
     assert ok and result["changed"] and result["installed"] == ["nginx"] and result["deferred"] == ["nginx"]
     (during,) = m.policy_during
-    assert _packages.is_ours(during) and "nginx) exit 101" in during
+    assert _packages.is_ours(during) and "  nginx) printf" in during
     token = m.env_during[0][_packages.ENV]
     assert f'= "{token}" ]' in during
     assert not policy_path.exists()
+    # nginx was new (not running): left for its role to start, and the denial log is gone
+    assert result["restarted"] == [] and not any(c[:2] == ["systemctl", "restart"] for c in m.calls)
+    assert [f for f in os.listdir(policy_path.parent) if f.startswith("denied")] == []
     # fresh lists (the lists directory was just made): no apt-get update
     assert not any("update" in c for c in m.calls)
 
@@ -125,10 +154,10 @@ def test_a_symbolic_link_at_the_policy_path_is_not_followed_or_replaced(policy_p
 
 
 def test_a_left_over_policy_of_ours_is_replaced_and_removed(policy_path):
-    policy_path.write_text(_packages.policy_script(["redis-server"], "old"))
+    policy_path.write_text(_packages.policy_script(["redis-server"], "old", "/run/x"))
     m = FakeModule(["nginx"], [], defer=["nginx"])
     result, ok = run(m)
-    assert ok and result["deferred"] == ["nginx"] and "nginx) exit 101" in m.policy_during[0]
+    assert ok and result["deferred"] == ["nginx"] and "  nginx) printf" in m.policy_during[0]
     assert not policy_path.exists()
 
 
@@ -158,3 +187,49 @@ def test_bad_entries_fail_before_anything_runs():
     m = FakeModule(["nginx; reboot"], [])
     result, ok = run(m)
     assert not ok and "nginx; reboot" in result["msg"] and m.calls == []
+
+
+def test_a_deferred_service_that_was_running_is_restarted_after_the_install():
+    # redis-tools missing, redis-server running: the install upgrades redis-server too, and its restart was denied
+    m = FakeModule(["redis-tools"], [], defer=["redis-server", "nginx"], running=["redis-server"])
+    result, ok = run(m)
+    assert ok and result["restarted"] == ["redis-server"]
+    assert ["systemctl", "restart", "--", "redis-server"] in m.calls
+
+
+def test_a_failed_install_still_restarts_what_it_upgraded_and_names_both_errors():
+    m = FakeModule(["redis-tools"], [], defer=["redis-server"], running=["redis-server"], install_rc=100, restart_rc=1)
+    result, ok = run(m)
+    assert not ok
+    assert "apt-get install redis-tools failed" in result["msg"] and "restarting redis-server" in result["msg"]
+    assert ["systemctl", "restart", "--", "redis-server"] in m.calls
+
+
+def test_a_failed_update_on_the_retry_still_restarts_what_the_first_try_upgraded(policy_path):
+    m = FakeModule(["redis-tools"], [], defer=["redis-server"], running=["redis-server"], install_rc=100, update_rc=100)
+    result, ok = run(m)
+    assert not ok and "apt-get update failed" in result["msg"]
+    assert result["restarted"] == ["redis-server"] and not policy_path.exists()
+
+
+def test_a_directory_at_the_policy_path_is_foreign(policy_path):
+    policy_path.mkdir()
+    m = FakeModule(["nginx"], [], defer=["nginx"])
+    result, ok = run(m)
+    assert ok and result["deferred"] == [] and m.warnings and policy_path.is_dir()
+
+
+def test_a_policy_that_appears_while_ours_is_written_is_not_replaced(policy_path, monkeypatch):
+    real_link = os.link
+
+    def racing_link(src, dst):
+        with open(dst, "w") as fh:  # the host's own policy-rc.d, written in between
+            fh.write("#!/bin/sh\nexit 101\n")
+        return real_link(src, dst)
+
+    monkeypatch.setattr(mod.os, "link", racing_link)
+    m = FakeModule(["nginx"], [], defer=["nginx"])
+    result, ok = run(m)
+    assert not ok and "could not put" in result["msg"] and "nothing was installed" in result["msg"]
+    assert policy_path.read_text() == "#!/bin/sh\nexit 101\n"
+    assert [f for f in os.listdir(policy_path.parent) if f.startswith((".policy", "denied"))] == []

@@ -98,7 +98,18 @@ def test_a_failed_start_names_the_units_and_what_was_done_before():
     m = FakeModule([{"name": "b", "enabled": True, "state": "started"}], STATE, fail_action="start")
     result, ok = run(m)
     assert not ok
-    assert "systemctl start b failed" in result["msg"] and "done before it: enable b" in result["msg"]
+    assert "systemctl start b failed" in result["msg"] and "done: enable b" in result["msg"]
+    assert result["started"] == []
+
+
+def test_a_failed_start_does_not_cancel_another_units_restart():
+    units = [{"name": "b", "enabled": True, "state": "started"}, {"name": "d", "state": "started", "restart": True}]
+    m = FakeModule(units, STATE, fail_action="start")
+    result, ok = run(m)
+    assert not ok
+    assert ["restart", "--", "d"] in m.calls
+    assert result["restarted"] == ["d"] and result["started"] == []
+    assert result["units"] == [{"name": "b", "actions": ["enable"]}, {"name": "d", "actions": ["restart"]}]
 
 
 def test_bad_entries_fail_before_systemctl_runs():
