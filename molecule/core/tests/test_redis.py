@@ -40,7 +40,8 @@ def _validate_command(candidate):
     with open(os.path.join(labcheck.SCENARIO_DIR, "../../roles/redis/tasks/configure.yml")) as fh:
         tasks = yaml.safe_load(fh)
     task = next(t for t in tasks if "redis.conf" in t["name"])
-    command = next(f for f in task["selfhosted.stack.files"]["files"] if f["path"] == "/etc/redis/redis.conf")["validate"]
+    entries = task["selfhosted.stack.files"]["files"]
+    command = next(f for f in entries if f["path"] == "/etc/redis/redis.conf")["validate"]
     return shlex.join(shlex.split(command.replace("%s", candidate)))
 
 
