@@ -1,6 +1,8 @@
 """PostgreSQL: scram-only logins from allowed hosts, memory-aware settings, pg_stat_statements, reload vs
 restart, the major-version guard, and secrets kept out of --diff."""
 
+import json
+
 import labcheck
 import pytest
 
@@ -108,10 +110,31 @@ def test_reload_for_reload_settings_and_restart_for_restart_settings():
     assert sql(db, "SHOW max_connections") == "100"
 
 
+def test_the_cluster_fact_lists_the_clusters_and_who_looked(host):
+    # The preflight reads the clusters from this custom fact (gathered as root) instead of searching; the fact
+    # names the user it ran as, because only root sees into the data directories (the preflight then searches).
+    release = host.system_info.release.split(".")[0]
+    fact = json.loads(host.check_output("/etc/ansible/facts.d/selfhosted_postgresql.fact"))
+    assert fact == {"uid": 0, "clusters": [f"/var/lib/postgresql/{VERSIONS[release]}/main/PG_VERSION"]}
+    unprivileged = host.check_output(
+        "setpriv --reuid=nobody --regid=nogroup --clear-groups /etc/ansible/facts.d/selfhosted_postgresql.fact"
+    )
+    assert json.loads(unprivileged)["uid"] != 0
+    assert host.file("/etc/ansible/facts.d/selfhosted_postgresql.fact").user == "root"
+    assert host.file("/etc/ansible/facts.d/selfhosted_postgresql.fact").mode == 0o755
+
+
 def test_major_version_change_is_refused_before_anything_changes():
-    rc, out = labcheck.playbook("converge.yml", "-e", "postgresql_version=16")
+    # One db host finds its cluster through the custom fact, the other (fact not executable: read as a broken
+    # static fact) through the search: both refuse.
+    fact = "/etc/ansible/facts.d/selfhosted_postgresql.fact"
+    labcheck.host("core-data12").run_expect([0], f"chmod 0644 {fact}")
+    try:
+        rc, out = labcheck.playbook("converge.yml", "-e", "postgresql_version=16")
+    finally:
+        labcheck.host("core-data12").run_expect([0], f"chmod 0755 {fact}")
     assert rc != 0, out
-    assert "does not upgrade major versions" in out and "pg_upgradecluster" in out, out
+    assert out.count("does not upgrade major versions") >= 2 and "pg_upgradecluster" in out, out
     assert all(c["changed"] == 0 for c in labcheck.recap(out).values()), out
     for name in labcheck.hosts("db"):
         assert not labcheck.host(name).file("/var/lib/postgresql/16").exists
