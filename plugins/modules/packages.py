@@ -112,7 +112,7 @@ import stat
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.selfhosted.stack.plugins.module_utils import _packages
+from ansible_collections.selfhosted.stack.plugins.module_utils import _packages, _services
 
 LISTS = "/var/lib/apt/lists"
 STAMP = "/var/lib/apt/periodic/update-success-stamp"
@@ -202,7 +202,7 @@ def restart_running(module, names):
     if not systemctl:
         return [], None
     _rc, out, _err = module.run_command([systemctl, "is-active", "--", *names])
-    running = [n for n, state in zip(names, out.split()) if state in ("active", "reloading", "activating")]
+    running = [n for n, state in zip(names, out.split()) if state in _services.RUNNING_STATES]
     if not running:
         return [], None
     rc, out, err = module.run_command([systemctl, "restart", "--", *running])
