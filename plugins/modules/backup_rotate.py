@@ -143,8 +143,8 @@ EXAMPLES = r"""
       bucket: backups
       prefix: db1/postgresql
       endpoint_url: http://storage1:8333
-      access_key: "{{ vault_backup_s3_access_key }}"
-      secret_key: "{{ vault_backup_s3_secret_key }}"
+      access_key: backup-rotator # a key that may delete (never the backed-up host's own)
+      secret_key: "{{ vault_backup_s3_rotation_secret_key }}"
     keep_daily: 14
     keep_monthly: 6
     timezone: UTC

@@ -7,7 +7,11 @@
   s3tool.py IDENTITY put KEY TEXT                -> "ok" or the S3 error code
   s3tool.py IDENTITY history PREFIX END HOURS    -> hourly backups (manifest only) ending at END, newest first
   s3tool.py - local-history DIR END HOURS        -> the same as directories (manifest + one data file)
-IDENTITY: rw (the backup key), ro (the auditor key), bad (a wrong secret).
+  s3tool.py IDENTITY delete KEY                  -> "ok" or the S3 error code (DeleteObject)
+  s3tool.py IDENTITY delete-many KEY             -> "ok" or the first error code DeleteObjects returns per key
+  s3tool.py IDENTITY versions PREFIX             -> JSON [{key, version, latest, marker}]
+  s3tool.py IDENTITY get-version KEY VERSION     -> the object's text
+IDENTITY: rw (the harness), db and cache (the hosts' writers), rotator, ro (the auditor), bad (a wrong secret).
 """
 
 import concurrent.futures
@@ -19,9 +23,12 @@ import sys
 
 ENDPOINT = "http://bk-storage:8333"
 KEYS = {
-    "rw": ("lab-backup-rw", "lab-backup-secret-6Tq9Zr2"),
+    "rw": ("lab-test-harness", "lab-harness-secret-7Rm4Tq"),  # the tests' own key: synthetic histories, clean-up
+    "db": ("lab-bk-db-writer", "lab-bk-db-secret-4Hn7Qx2"),  # bk-db's writer: lab/bk-db/ only, no delete
+    "cache": ("lab-bk-cache-writer", "lab-bk-cache-secret-8Pz3Lm"),  # bk-cache's writer
+    "rotator": ("lab-backup-rotator", "lab-rotator-secret-5Xc2Vb9"),
     "ro": ("lab-backup-ro", "lab-auditor-secret-3Wv8Jk"),
-    "bad": ("lab-backup-rw", "not-the-secret-000000"),
+    "bad": ("lab-bk-db-writer", "not-the-secret-000000"),
 }
 BUCKET = "backups"
 
@@ -106,6 +113,26 @@ def main():
             print("ok")
         except s3.exceptions.ClientError as exc:
             print(exc.response["Error"]["Code"])
+    elif cmd in ("delete", "delete-many"):
+        try:
+            if cmd == "delete":
+                s3.delete_object(Bucket=BUCKET, Key=args[0])
+                print("ok")
+            else:
+                errors = s3.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": args[0]}]}).get("Errors")
+                print(errors[0]["Code"] if errors else "ok")
+        except s3.exceptions.ClientError as exc:
+            print(exc.response["Error"]["Code"])
+    elif cmd == "versions":
+        page = s3.list_object_versions(Bucket=BUCKET, Prefix=args[0])
+        out = [
+            {"key": v["Key"], "version": v["VersionId"], "latest": v["IsLatest"], "marker": marker}
+            for marker, field in ((False, "Versions"), (True, "DeleteMarkers"))
+            for v in page.get(field, [])
+        ]
+        print(json.dumps(out))
+    elif cmd == "get-version":
+        print(s3.get_object(Bucket=BUCKET, Key=args[0], VersionId=args[1])["Body"].read().decode())
     elif cmd == "history":
         prefix, end, count = args[0].strip("/"), args[1], int(args[2])
 

@@ -16,7 +16,14 @@ TABLE_SUM = (
     "SELECT count(*) || ':' || md5(string_agg(aid::text || ',' || bid::text || ',' || abalance::text, ';' "
     "ORDER BY aid)) FROM pgbench_accounts"
 )
-SECRETS = ["lab-backup-secret-6Tq9Zr2", "lab-auditor-secret-3Wv8Jk", "lab-redis-admin-5Rt7Yw"]
+SECRETS = [
+    "lab-bk-db-secret-4Hn7Qx2",
+    "lab-bk-cache-secret-8Pz3Lm",
+    "lab-rotator-secret-5Xc2Vb9",
+    "lab-auditor-secret-3Wv8Jk",
+    "lab-harness-secret-7Rm4Tq",
+    "lab-redis-admin-5Rt7Yw",
+]
 
 
 def sh(name, cmd):
@@ -81,11 +88,58 @@ def filled():
     return sql(TABLE_SUM)
 
 
-def test_s3_identities():
-    assert s3("put", "lab/probe", "x") == "ok"
-    assert s3("put", "lab/probe", "x", identity="ro") == "AccessDenied"
-    assert s3("put", "lab/probe", "x", identity="bad") == "SignatureDoesNotMatch"
-    assert json.loads(s3("get", "lab/probe", identity="ro"))["size"] == 1
+def s3_fails(*args, identity, on=DB):
+    """The error of a call that must fail (botocore's message), asserting that it did."""
+    result = s3_call(args, identity, on)
+    assert result.rc != 0, result.stdout
+    return result.stderr
+
+
+def test_each_host_key_writes_only_its_own_prefix_and_can_destroy_nothing():
+    """Issue 23, finding 5: every backup host shared one key with read, write and delete on the whole bucket, so a
+    key read on the cache host could plant a backup under the db host's prefix (which the drill restored as
+    superuser) and delete every host's backups. Now each host has a writer limited to its own prefix that cannot
+    delete, and the bucket is versioned, so an overwrite keeps the old version."""
+    key = f"{PREFIX}/{DB}/probe/20260101T000000Z/manifest.json"
+    assert s3("put", key, "first", identity="db") == "ok"
+    # bk-cache's key on bk-db's prefix: no write, no read, no listing; and not at the top of the bucket either.
+    assert s3("put", key, "planted", identity="cache", on=CACHE) == "AccessDenied"
+    assert s3("put", f"{PREFIX}/{DB}x/probe", "x", identity="db") == "AccessDenied"  # a prefix is not a name start
+    assert "AccessDenied" in s3_fails("get", key, identity="cache", on=CACHE)
+    assert "AccessDenied" in s3_fails("list", f"{PREFIX}/{DB}/", identity="cache", on=CACHE)
+    assert "AccessDenied" in s3_fails("list", f"{PREFIX}/", identity="db")
+    # The host's own key deletes nothing, alone or in a batch.
+    assert s3("delete", key, identity="db") == "AccessDenied"
+    assert s3("delete-many", key, identity="db") == "AccessDenied"
+    assert json.loads(s3("get", key, identity="db"))["text"] == "first"
+    # An overwrite with the host's key keeps the first version, which only the rotator could remove.
+    assert s3("put", key, "second", identity="db") == "ok"
+    versions = json.loads(s3("versions", key, identity="ro"))
+    assert len(versions) == 2 and not any(v["marker"] for v in versions), versions
+    (older,) = [v["version"] for v in versions if not v["latest"]]
+    assert s3("get-version", key, older, identity="ro") == "first"
+    assert "AccessDenied" in s3_fails("versions", key, identity="db")
+    # The auditor reads and cannot write; a wrong secret is refused.
+    assert s3("put", key, "x", identity="ro") == "AccessDenied"
+    assert s3("put", key, "x", identity="bad") == "SignatureDoesNotMatch"
+    # The rotator's delete leaves a delete marker: every version stays until rotation purges it.
+    assert s3("delete", key, identity="rotator") == "ok"
+    assert s3("list", f"{PREFIX}/{DB}/probe/", identity="ro") == "[]"
+    assert len(json.loads(s3("versions", key, identity="ro"))) == 3
+    # The hosts' config holds their own key only; the rotation key is never on a backed-up host.
+    for name in (DB, CACHE):
+        config = labcheck.host(name).file("/etc/selfhosted/backup.json")
+        assert config.mode == 0o600 and "lab-rotator-secret-5Xc2Vb9" not in config.content_string
+
+
+def test_shared_or_rotation_keys_on_a_backup_host_are_refused():
+    shared = {"bucket": "backups", "access_key": "k" * 12, "secret_key": "s" * 20}  # one key on every host
+    labcheck.assert_refused_in_preflight("backup_preflight", json.dumps({"backup_s3": shared}), "its own S3 identity")
+    labcheck.assert_refused_in_preflight(
+        "backup_preflight",
+        json.dumps({"backup_s3_rotation": {"access_key": "lab-bk-db-writer", "secret_key": "s" * 20}}),
+        "backup_s3_rotation",
+    )
 
 
 def test_storage_internals_stay_on_loopback():
@@ -280,7 +334,7 @@ def test_upload_failing_half_way_keeps_the_local_backup_and_the_next_run_uploads
     assert m['selfhosted_backup_pending_uploads{set="postgresql"}'] == 1
     assert m['selfhosted_backup_last_run_success{set="postgresql"}'] == 1  # a verified backup exists (locally)
     # SeaweedFS takes connections (socket activation) before its S3 gateway answers: a reset connection is "not yet".
-    assert labcheck.wait_for(lambda: s3_answers("put", "lab/probe", "x") == "ok", timeout=60)
+    assert labcheck.wait_for(lambda: s3_answers("put", "lab/probe", "x") == "ok", timeout=60)  # the harness key
     after = s3_backups(DB, "postgresql")
     # Nothing deleted; whatever the interrupted upload left has no manifest, so it does not count.
     assert set(before) <= set(after)
@@ -369,3 +423,34 @@ def test_bad_retention_is_refused_before_any_change():
     labcheck.assert_refused_in_preflight(
         "object_storage_preflight", '{"object_storage_buckets": ["Bad_Bucket"]}', "object_storage_buckets"
     )
+
+
+def test_rotate_backups_rotates_s3_with_the_rotation_key_and_a_deleted_backup_can_be_brought_back():
+    """S3 is rotated by playbooks/rotate-backups.yml alone, with the rotator key on the storage host (the agents'
+    keys cannot delete): ten hourly backups of January are rotated down to the one the daily rule keeps, the real
+    backups stay, and each deleted backup is still there as an older version (issue 23, finding 5)."""
+    prefix = f"{PREFIX}/{DB}/postgresql"
+    real = complete_ids(DB, "postgresql")
+    assert real
+    end = "2026-01-10T12:00:00+00:00"
+    s3("history", prefix, end, "10")
+    old = [b for b in complete_ids(DB, "postgresql") if b.startswith("20260110")]
+    assert len(old) == 10
+    try:
+        rc, out = labcheck.playbook("../../playbooks/rotate-backups.yml", "-e", "rotate_backups_where=s3")
+        assert rc == 0, out
+        assert "lab-rotator-secret-5Xc2Vb9" not in out
+        left = complete_ids(DB, "postgresql")
+        assert set(real) <= set(left), "a real backup was rotated away"
+        assert [b for b in left if b.startswith("20260110")] == [max(old)]  # the newest of that day
+        gone = sorted(set(old) - set(left))
+        assert len(gone) == 9
+        # Rotation left delete markers: the deleted backup's manifest is an older version an operator can restore.
+        versions = json.loads(s3("versions", f"{prefix}/{gone[0]}/manifest.json", identity="ro"))
+        kept = [v for v in versions if not v["marker"]]
+        assert kept and any(v["marker"] and v["latest"] for v in versions), versions
+        text = s3("get-version", f"{prefix}/{gone[0]}/manifest.json", kept[0]["version"], identity="ro")
+        assert json.loads(text)["id"] == gone[0]
+    finally:
+        for bid in old:
+            s3("clear", f"{prefix}/{bid}/")

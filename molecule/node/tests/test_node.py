@@ -22,6 +22,7 @@ SECRETS = [
     "lab-nws-redis-api-P8w2Ld",
     "lab-nws-redis-admin-T4x7Hc",
     "lab-nws-backup-secret-R6p1Zs",
+    "lab-nws-rotator-secret-L3v8Dc",
 ]
 IDLE_SECONDS = 70  # longer than nginx's default proxy_read_timeout (60 s)
 

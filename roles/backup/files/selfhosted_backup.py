@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """selfhosted-backup: the backup agent the backup role installs (run by a systemd timer and on demand).
 
-  selfhosted-backup run [SET ...] [--databases DB ...]   back up, verify, upload, rotate
+  selfhosted-backup run [SET ...] [--databases DB ...]   back up, verify, upload, rotate the local copies
   selfhosted-backup list SET [--source s3|local]           the backups of a set, newest first (JSON)
   selfhosted-backup restore --database DB --target DB [--backup ID] [--source s3|local] [--force]
   selfhosted-backup drill [--source s3|local]              restore into a scratch database, smoke queries, drop
@@ -444,6 +444,19 @@ class Throttled:
         return data
 
 
+def uploaded_already(client, bucket, key, entry):
+    """True when the object exists with the file's size and SHA-256 (metadata the agent set when it uploaded it)."""
+    from botocore.exceptions import ClientError  # pylint: disable=import-outside-toplevel
+
+    try:
+        head = client.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+    return head.get("ContentLength") == entry["size"] and head.get("Metadata", {}).get("sha256") == entry["sha256"]
+
+
 def upload_backup(cfg, client, set_name, bid, work_dir, manifest):
     from boto3.s3.transfer import TransferConfig  # pylint: disable=import-outside-toplevel
 
@@ -467,6 +480,10 @@ def upload_backup(cfg, client, set_name, bid, work_dir, manifest):
     for entry in manifest["files"]:
         key = f"{prefix}/{entry['name']}"
         path = os.path.join(work_dir, entry["name"])
+        if uploaded_already(client, s3["bucket"], key, entry):
+            # A retry after an interrupted upload: a file that arrived whole is not sent (nor versioned) again.
+            log(f"{set_name}: s3://{s3['bucket']}/{key} is there already with the same SHA-256; not sent again")
+            continue
         args = {"ExtraArgs": {**extra, "Metadata": {"sha256": entry["sha256"]}}, "Config": transfer}
         if rate:
             with open(path, "rb") as fh:
@@ -605,6 +622,26 @@ def upload_pending(cfg, set_name, entry):
     return None
 
 
+def rotation_hold(entry):
+    """Why the set's rotation must wait, or "" when it may run: backups waiting for their upload (the local copies
+    are the only ones), or a backup much smaller than the one before, until a person confirms its size. The agent
+    and playbooks/rotate-backups.yml (through `selfhosted-backup holds`) both ask this."""
+    if entry.get("pending_upload"):
+        return f"backups {', '.join(sorted(entry['pending_upload']))} wait for their upload"
+    if entry.get("size_hold_id"):
+        return (
+            f"backup {entry['size_hold_id']} was much smaller than the one before; "
+            f"`selfhosted-backup confirm-size SET` after checking it"
+        )
+    return ""
+
+
+def cmd_holds(cfg, args):  # pylint: disable=unused-argument
+    """{set: why its rotation waits, or ""} as JSON, for playbooks/rotate-backups.yml."""
+    state = load_state().get("backup", {})
+    print(json.dumps({name: rotation_hold(state.get(name, {})) for name in sorted(cfg["sets"])}))
+
+
 def cmd_run(cfg, args):
     state = load_state()
     sets = args.sets or sorted(cfg["sets"])
@@ -669,27 +706,26 @@ def cmd_run(cfg, args):
             if error is not None:
                 entry["upload_failures_total"] = entry.get("upload_failures_total", 0) + 1
                 entry["last_upload_success"] = 0
-                record(state)
                 log(
                     f"{set_name}: UPLOAD FAILED (the local backup {manifest['id']} is kept; the next run uploads "
                     f"{', '.join(sorted(entry['pending_upload']))}): {error}"
                 )
                 failed.append(f"{set_name} (upload)")
-                continue  # no rotation while backups wait for their upload: the local copies are the only ones
-            entry["last_upload_success"] = 1
+            else:
+                entry["last_upload_success"] = 1
         record(state)
-        if entry["size_hold"]:
-            log(f"{set_name}: rotation waits (backup {entry['size_hold_id']} was much smaller than the one before)")
+        hold = rotation_hold(entry)
+        if hold:
+            log(f"{set_name}: rotation waits: {hold}")
             continue
         if not args.no_rotate:
-            # Rotation only after a success: a failed backup never causes a deletion. A failed rotation (a refused
-            # plan, S3 down) is counted and reported, and never stops the next set's backup.
+            # Rotation only after a success: a failed backup never causes a deletion. Only the local copies: the
+            # agent's S3 key cannot delete (a separate identity rotates S3, playbooks/rotate-backups.yml). A failed
+            # rotation is counted and reported, and never stops the next set's backup.
             try:
                 rotate(
                     cfg, set_name, LocalSet(os.path.join(cfg["local_dir"], set_name)), cfg["local_retention"], "local"
                 )
-                if cfg.get("s3"):
-                    rotate(cfg, set_name, store_for(cfg, set_name, "s3"), cfg["retention"], "s3")
             except Exception as exc:  # every failure is reported and counted
                 entry["rotation_failures_total"] = entry.get("rotation_failures_total", 0) + 1
                 entry["last_rotation_success"] = 0
@@ -1107,6 +1143,7 @@ def parser():
     cho.add_argument("--source", choices=["s3", "local"], default="local")
     cho.add_argument("--backup")
     cho.add_argument("--max-age", help="refuse a backup older than this (36h, 2d)")
+    sub.add_parser("holds", help="which sets' rotation waits, and why (JSON)")
     cfs = sub.add_parser("confirm-size", help="accept a much smaller backup of a set; its rotation resumes")
     cfs.add_argument("set")
     return top
@@ -1125,10 +1162,11 @@ def main(argv=None):
         "init": cmd_init,
         "confirm-size": cmd_confirm_size,
         "choose": cmd_choose,
+        "holds": cmd_holds,
     }
     try:
         with contextlib.suppress(BrokenPipeError), open(LOCK, "w") as lock:
-            if args.command not in ("list", "choose"):
+            if args.command not in ("list", "choose", "holds"):
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:

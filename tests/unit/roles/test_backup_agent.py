@@ -285,7 +285,7 @@ def test_a_failed_upload_keeps_the_local_backup_and_the_next_run_uploads_it(tmp_
     monkeypatch.setattr(agent, "backup_postgresql", dump)
     monkeypatch.setattr(agent, "upload_backup", upload)
     monkeypatch.setattr(agent, "s3_client", lambda _cfg: object())
-    monkeypatch.setattr(agent, "rotate", lambda _cfg, set_name, *_a: rotations.append(set_name))
+    monkeypatch.setattr(agent, "rotate", lambda _cfg, set_name, _store, _policy, where: rotations.append(where))
     args = types.SimpleNamespace(sets=[], databases=None, no_rotate=False, local_only=False)
 
     def state():
@@ -305,7 +305,8 @@ def test_a_failed_upload_keeps_the_local_backup_and_the_next_run_uploads_it(tmp_
     agent.cmd_run(cfg, args)
     second = state()["last_id"]
     assert uploaded == [first, second] and state()["pending_upload"] == [] and state()["last_upload_success"] == 1
-    assert rotations == ["postgresql", "postgresql"]  # local, then S3
+    # Only the local copies: the agent's S3 key cannot delete (issue 23, finding 5; it rotated S3 with it before).
+    assert rotations == ["local"]
 
 
 def test_a_manifest_that_does_not_match_the_host_is_refused():
@@ -428,3 +429,40 @@ def test_aof_off_execstart_plain_command():
 def test_aof_off_execstart_refuses_what_is_not_redis(execstart):
     with pytest.raises(agent.BackupError, match="cannot read the redis-server command"):
         agent.aof_off_execstart(execstart)
+
+
+def test_rotation_holds_are_one_decision_for_the_agent_and_the_rotate_playbook(tmp_path, monkeypatch, capsys):
+    cfg = agent_cfg(tmp_path, monkeypatch, {"postgresql": {"kind": "postgresql"}, "redis": {"kind": "redis"}})
+    assert agent.rotation_hold({}) == ""
+    assert "20261124T020000Z wait for their upload" in agent.rotation_hold({"pending_upload": ["20261124T020000Z"]})
+    assert "confirm-size" in agent.rotation_hold({"size_hold_id": "20261124T020000Z"})
+    agent.save_state(cfg, {"backup": {"postgresql": {"pending_upload": ["20261124T020000Z"], "failures_total": 0}}})
+    agent.cmd_holds(cfg, types.SimpleNamespace())
+    holds = json.loads(capsys.readouterr().out)
+    assert holds["redis"] == "" and "wait for their upload" in holds["postgresql"]
+
+
+class FakeS3:
+    """head_object of a client: objects {key: (size, sha256)}; other keys answer 404, or `error` for every key."""
+
+    def __init__(self, objects, error=None):
+        self.objects, self.error = objects, error
+
+    def head_object(self, Bucket, Key):
+        from botocore.exceptions import ClientError
+
+        if self.error or Key not in self.objects:
+            code = self.error or "404"
+            raise ClientError({"Error": {"Code": code, "Message": code}}, "HeadObject")
+        size, digest = self.objects[Key]
+        return {"ContentLength": size, "Metadata": {"sha256": digest}}
+
+
+def test_a_retried_upload_skips_only_files_that_arrived_whole():
+    entry = {"name": "app.dump", "size": 10, "sha256": "a" * 64}
+    assert agent.uploaded_already(FakeS3({"k": (10, "a" * 64)}), "b", "k", entry)
+    assert not agent.uploaded_already(FakeS3({"k": (9, "a" * 64)}), "b", "k", entry)  # cut short
+    assert not agent.uploaded_already(FakeS3({"k": (10, "b" * 64)}), "b", "k", entry)  # other content
+    assert not agent.uploaded_already(FakeS3({}), "b", "k", entry)
+    with pytest.raises(Exception, match="AccessDenied"):
+        agent.uploaded_already(FakeS3({}, error="AccessDenied"), "b", "k", entry)
