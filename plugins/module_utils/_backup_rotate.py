@@ -448,6 +448,61 @@ def delete_s3_keys(client, bucket, keys):
             raise DeleteError(f"S3 refused to delete {len(errors)} objects, first: {errors[0]}")
 
 
+def list_s3_versions(client, bucket, prefix):
+    """Every version and delete marker under prefix (ListObjectVersions, paginated), each with "Marker": bool."""
+    kwargs = {"Bucket": bucket, "Prefix": prefix}
+    while True:
+        page = client.list_object_versions(**kwargs)
+        for marker, kind in ((False, "Versions"), (True, "DeleteMarkers")):
+            for entry in page.get(kind, []):
+                yield {**entry, "Marker": marker}
+        if not page.get("IsTruncated"):
+            return
+        kwargs.update(KeyMarker=page.get("NextKeyMarker"), VersionIdMarker=page.get("NextVersionIdMarker"))
+
+
+def expired_versions(entries, prefix, now, keep_seconds):
+    """The versions to remove for good, as [{Key, VersionId}]: in a versioned bucket a rotated (deleted) or
+    overwritten backup stays as an older version, a way back for keep_seconds after the newer version or the delete
+    marker that replaced it was made; after that it is purged. A delete marker with nothing left behind it goes too.
+    The current version of a key is never in the list, nor any key outside prefix or not inside a backup id's
+    sub-prefix (not ours). A time in the future (a clock ahead) expires nothing."""
+    by_key = {}
+    for entry in entries:
+        key = entry["Key"]
+        rest = key[len(prefix) :] if key.startswith(prefix) else ""
+        if "/" not in rest or id_time(rest.split("/", 1)[0]) is None:
+            continue
+        by_key.setdefault(key, []).append(entry)
+    out = []
+    for key, items in sorted(by_key.items()):
+        items.sort(key=lambda e: (bool(e.get("IsLatest")), e["LastModified"]), reverse=True)
+        purged = set()
+        for newer, older in zip(items, items[1:]):
+            if not older.get("IsLatest") and (now - newer["LastModified"]).total_seconds() > keep_seconds:
+                purged.add(older["VersionId"])
+                out.append({"Key": key, "VersionId": older["VersionId"]})
+        latest = items[0]
+        if (
+            latest.get("Marker")
+            and latest.get("IsLatest")
+            and len(purged) == len(items) - 1
+            and (now - latest["LastModified"]).total_seconds() > keep_seconds
+        ):
+            out.append({"Key": key, "VersionId": latest["VersionId"]})
+    return out
+
+
+def delete_s3_versions(client, bucket, versions):
+    """Remove versions for good, in batches of 1000; a refusal (an Object Lock retention, a missing permission)
+    stops with the first refused one."""
+    for chunk in batched(versions, 1000):
+        answer = client.delete_objects(Bucket=bucket, Delete={"Objects": list(chunk), "Quiet": True})
+        errors = answer.get("Errors") or []
+        if errors:
+            raise DeleteError(f"S3 refused to remove {len(errors)} older versions, first: {errors[0]}")
+
+
 class S3BackupSet:
     """The backups of one set under an S3 prefix: read (planned from the listing), verify one, delete some."""
 
@@ -464,6 +519,13 @@ class S3BackupSet:
 
     def delete(self, ids):
         delete_s3_keys(self.client, self.bucket, [obj["Key"] for bid in ids for obj in self.groups[bid].values()])
+
+    def expired_versions(self, now, keep_seconds):
+        """Older versions of this set's backups past their way-back window (expired_versions())."""
+        return expired_versions(list_s3_versions(self.client, self.bucket, self.prefix), self.prefix, now, keep_seconds)
+
+    def purge(self, versions):
+        delete_s3_versions(self.client, self.bucket, versions)
 
 
 class LocalBackupSet:

@@ -104,6 +104,15 @@ options:
     description: Rotate even when the backups look broken (see O(max_age)). The newest complete backup is still kept.
     type: bool
     default: false
+  purge_noncurrent_after:
+    description:
+      - With O(s3) on a versioned bucket, a deleted or overwritten backup stays as an older version (the way back
+        from a wrong rotation or a bad upload). Older versions of this set's backups are removed for good once
+        they have been older for this long (a duration, V(7d)), and so are delete markers with nothing behind
+        them. Only keys inside a backup id's sub-prefix are considered; the current version is never removed.
+      - Omitted, older versions are left alone (a bucket lifecycle rule may expire them instead). Needs the
+        C(s3:ListBucketVersions) and C(s3:DeleteObjectVersion) permissions.
+    type: str
   clock_tolerance:
     description:
       - How far after now a backup's time may be. A backup dated later (clock skew, a wrong timezone, a crafted
@@ -170,6 +179,10 @@ refused:
   description: Why nothing was deleted although the policy would have (broken backups), else empty.
   returned: always
   type: str
+purged:
+  description: How many older versions and delete markers were removed for good (or would be, in check mode).
+  returned: when O(purge_noncurrent_after) is given
+  type: int
 ignored:
   description: Names in the set that are not backups, each with why; never planned or deleted.
   returned: always
@@ -215,6 +228,9 @@ def run(module, store, now):
     grace = parse_duration(p["grace"], "grace")
     max_age = parse_duration(p["max_age"], "max_age")
     tolerance = parse_duration(p["clock_tolerance"], "clock_tolerance")
+    purge_after = parse_duration(p["purge_noncurrent_after"], "purge_noncurrent_after")
+    if purge_after is not None and not hasattr(store, "purge"):
+        raise RotateError("purge_noncurrent_after applies to S3 only (older versions); leave it out with path")
     decided = plan_verified(
         store.read(),
         store.verify,
@@ -244,6 +260,13 @@ def run(module, store, now):
         module.warn(f"not backups, left alone: {', '.join(sorted(store.ignored))}")
     if decided.delete and not module.check_mode:
         store.delete(decided.delete)
+    if purge_after is not None:
+        # After the delete, so the markers it made start their own way-back window (they are newer than it).
+        expired = store.expired_versions(now, purge_after)
+        result["purged"] = len(expired)
+        result["changed"] = result["changed"] or bool(expired)
+        if expired and not module.check_mode:
+            store.purge(expired)
     return result
 
 
@@ -275,6 +298,7 @@ def main():
             max_age=dict(type="str", default="3d"),
             force=dict(type="bool", default=False),
             clock_tolerance=dict(type="str", default="5m"),
+            purge_noncurrent_after=dict(type="str"),
         ),
         mutually_exclusive=[("path", "s3")],
         required_one_of=[("path", "s3")],

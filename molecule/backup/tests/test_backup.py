@@ -428,7 +428,8 @@ def test_bad_retention_is_refused_before_any_change():
 def test_rotate_backups_rotates_s3_with_the_rotation_key_and_a_deleted_backup_can_be_brought_back():
     """S3 is rotated by playbooks/rotate-backups.yml alone, with the rotator key on the storage host (the agents'
     keys cannot delete): ten hourly backups of January are rotated down to the one the daily rule keeps, the real
-    backups stay, and each deleted backup is still there as an older version (issue 23, finding 5)."""
+    backups stay, and each deleted backup is still there as an older version until its way-back window ends (issue
+    23, finding 5)."""
     prefix = f"{PREFIX}/{DB}/postgresql"
     real = complete_ids(DB, "postgresql")
     assert real
@@ -451,6 +452,18 @@ def test_rotate_backups_rotates_s3_with_the_rotation_key_and_a_deleted_backup_ca
         assert kept and any(v["marker"] and v["latest"] for v in versions), versions
         text = s3("get-version", f"{prefix}/{gone[0]}/manifest.json", kept[0]["version"], identity="ro")
         assert json.loads(text)["id"] == gone[0]
+        # Once the way-back window is over (0s here, 7d by default) the older versions and markers go for good,
+        # and nothing current does.
+        rc, out = labcheck.playbook(
+            "../../playbooks/rotate-backups.yml",
+            "-e",
+            "rotate_backups_where=s3",
+            "-e",
+            "backup_s3_purge_noncurrent_after=0s",
+        )
+        assert rc == 0, out
+        assert json.loads(s3("versions", f"{prefix}/{gone[0]}/", identity="ro")) == []
+        assert complete_ids(DB, "postgresql") == left
     finally:
         for bid in old:
             s3("clear", f"{prefix}/{bid}/")

@@ -258,3 +258,40 @@ def test_base_dir_problem(path, needle):
 
 def test_a_dedicated_directory_is_fine():
     assert base_dir_problem("/var/backups/selfhosted") == ""
+
+
+def test_expired_versions_never_take_a_current_version_or_what_is_not_ours():
+    from ansible_collections.selfhosted.stack.plugins.module_utils._backup_rotate import expired_versions
+
+    t = datetime.datetime(2026, 11, 1, tzinfo=datetime.timezone.utc)
+    day = datetime.timedelta(days=1)
+
+    def v(key, version, when, latest=False, marker=False):
+        return {"Key": key, "VersionId": version, "LastModified": when, "IsLatest": latest, "Marker": marker}
+
+    p = "db1/postgresql/"
+    entries = [
+        # overwritten twice: v1 older since v2 (day 1), v2 older since v3 (day 9); v3 is current
+        v(p + "20261001T000000Z/a", "v1", t), v(p + "20261001T000000Z/a", "v2", t + day),
+        v(p + "20261001T000000Z/a", "v3", t + 9 * day, latest=True),
+        # rotated on day 2: the version and then the marker go
+        v(p + "20261002T000000Z/m", "x1", t), v(p + "20261002T000000Z/m", "dm", t + 2 * day, latest=True, marker=True),
+        # not ours: outside a backup id, or outside the prefix
+        v(p + "restore-tmp/a", "r1", t), v(p + "restore-tmp/a", "r2", t + day, latest=True),
+        v("db1/other/20261001T000000Z/a", "o1", t), v("db1/other/20261001T000000Z/a", "o2", t + day, latest=True),
+        # a newer version dated in the future (a clock ahead) expires nothing
+        v(p + "20261003T000000Z/f", "f1", t), v(p + "20261003T000000Z/f", "f2", t + 400 * day, latest=True),
+    ]  # fmt: skip
+    now = t + 10 * day
+    got = expired_versions(entries, p, now, 7 * 86400)
+    assert got == [
+        {"Key": p + "20261001T000000Z/a", "VersionId": "v1"},
+        {"Key": p + "20261002T000000Z/m", "VersionId": "x1"},
+        {"Key": p + "20261002T000000Z/m", "VersionId": "dm"},
+    ]
+    # A marker whose older version is still in its window stays with it.
+    assert expired_versions(entries, p, t + 8 * day + datetime.timedelta(hours=1), 7 * 86400) == [
+        {"Key": p + "20261001T000000Z/a", "VersionId": "v1"}
+    ]
+    assert expired_versions(entries, p, now, 10**12) == []
+    assert expired_versions([], p, now, 0) == []

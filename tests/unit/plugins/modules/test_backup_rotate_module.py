@@ -20,7 +20,7 @@ class FakeModule:
         self.params = dict(
             keep_last=None, keep_hourly=None, keep_daily=None, keep_weekly=None, keep_monthly=None,
             keep_yearly=None, keep_within=None, timezone="UTC", grace="24h", max_age="3d", force=False,
-            clock_tolerance="5m",
+            clock_tolerance="5m", purge_noncurrent_after=None,
         )  # fmt: skip
         self.params.update(params)
 
@@ -259,3 +259,78 @@ def test_names_that_only_look_like_ids_are_ignored(tmp_path):
     objects["db1/postgresql/20261399T000000Z/manifest.json"] = (2, b"{}", days_ago(1))
     result = mod.run(FakeModule(keep_last=1), mod.S3BackupSet(StubS3(objects), "backups", "db1/postgresql"), NOW)
     assert result["kept"] == [bid(days_ago(1))] and "20261399T000000Z" in result["ignored"]
+
+
+class VersionedS3(StubS3):
+    """A versioned bucket: a delete without a version id adds a delete marker (the versions stay), list_object_versions
+    in pages of 3, a delete with a version id removes that one for good."""
+
+    def __init__(self, objects, clock):
+        super().__init__(objects)
+        self.clock = clock  # [now]: the time new markers get
+        self.history = {k: [{"VersionId": f"v-{k}", "LastModified": v[2], "Marker": False}] for k, v in objects.items()}
+
+    def delete_objects(self, Bucket, Delete):
+        for o in Delete["Objects"]:
+            if "VersionId" in o:
+                self.history[o["Key"]] = [v for v in self.history[o["Key"]] if v["VersionId"] != o["VersionId"]]
+                if not self.history[o["Key"]]:
+                    del self.history[o["Key"]]
+            else:
+                self.objects.pop(o["Key"], None)
+                marker = {"VersionId": f"m{len(self.history[o['Key']])}", "LastModified": self.clock[0], "Marker": True}
+                self.history[o["Key"]].append(marker)
+        self.delete_calls.append(Delete["Objects"])
+        return {}
+
+    def list_object_versions(self, Bucket, Prefix, KeyMarker=None, VersionIdMarker=None):
+        rows = [(k, i, v) for k in sorted(self.history) if k.startswith(Prefix) for i, v in enumerate(self.history[k])]
+        start = int(KeyMarker or 0)
+        page, out = rows[start : start + 3], {"Versions": [], "DeleteMarkers": []}
+        for k, i, v in page:
+            entry = {"Key": k, "VersionId": v["VersionId"], "LastModified": v["LastModified"]}
+            entry["IsLatest"] = i == len(self.history[k]) - 1
+            out["DeleteMarkers" if v["Marker"] else "Versions"].append(entry)
+        if start + 3 < len(rows):
+            out.update(IsTruncated=True, NextKeyMarker=str(start + 3), NextVersionIdMarker="x")
+        return out
+
+
+def test_a_rotated_backup_stays_as_older_versions_until_its_way_back_window_ends():
+    objects = {}
+    new, old = bid(days_ago(1)), bid(days_ago(20))
+    s3_backup(objects, new, days_ago(1))
+    s3_backup(objects, old, days_ago(20))
+    objects["db1/postgresql/not-ours/data"] = (1, b"x", days_ago(30))  # never purged, never deleted
+    clock = [NOW]
+    client = VersionedS3(objects, clock)
+    store = mod.S3BackupSet(client, "backups", "db1/postgresql")
+    first = mod.run(FakeModule(keep_last=1, purge_noncurrent_after="7d"), store, NOW)
+    assert first["deleted"] == [old] and first["purged"] == 0  # markers made now: the way back is open
+    assert all(len(client.history[f"db1/postgresql/{old}/{n}"]) == 2 for n in ("part0", "manifest.json"))
+    # Six days later still there; a check-mode run eight days later says what it would purge and purges nothing.
+    later = NOW + datetime.timedelta(days=6)
+    assert mod.run(FakeModule(keep_last=1, purge_noncurrent_after="7d"), store, later)["purged"] == 0
+    later = NOW + datetime.timedelta(days=8)
+    checked = mod.run(FakeModule(check_mode=True, keep_last=1, purge_noncurrent_after="7d"), store, later)
+    assert checked["purged"] == 4 and checked["changed"] and len(client.history) == 5
+    done = mod.run(FakeModule(keep_last=1, purge_noncurrent_after="7d"), store, later)
+    assert done["purged"] == 4 and done["changed"]
+    assert sorted(client.history) == sorted(
+        [f"db1/postgresql/{new}/part0", f"db1/postgresql/{new}/manifest.json", "db1/postgresql/not-ours/data"]
+    )
+    again = mod.run(FakeModule(keep_last=1, purge_noncurrent_after="7d"), store, later)
+    assert again["purged"] == 0 and not again["changed"]
+
+
+def test_purge_applies_to_s3_only(tmp_path):
+    set_dir(tmp_path)
+    make_backup(tmp_path, days_ago(1))
+    with pytest.raises(RotateError, match="purge_noncurrent_after applies to S3 only"):
+        mod.run(
+            FakeModule(path=str(tmp_path), keep_last=1, purge_noncurrent_after="7d"),
+            mod.LocalBackupSet(str(tmp_path)),
+            NOW,
+        )
+    with pytest.raises(RotateError, match="purge_noncurrent_after must be a duration"):
+        mod.run(FakeModule(keep_last=1, purge_noncurrent_after="soon"), mod.S3BackupSet(StubS3({}), "b", "p"), NOW)
