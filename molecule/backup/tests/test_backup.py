@@ -194,6 +194,11 @@ def test_restore_into_fresh_database_matches_source(filled):
     assert rc == 0, out
     assert sql(TABLE_SUM, db="app_restored") == filled
     assert sql("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'app_restored'") == "app"
+    # Restored with --no-owner as the configured owner: pgbench made the tables as postgres, app owns the copies.
+    assert (
+        sql("SELECT string_agg(DISTINCT tableowner, ',') FROM pg_tables WHERE schemaname = 'public'", db="app_restored")
+        == "app"
+    )
 
 
 def test_restore_refuses_a_non_empty_database(filled):
@@ -258,6 +263,66 @@ def test_the_drill_refuses_a_manifest_that_does_not_match_the_host(tmp_path):
         time.sleep(1)  # the next crafted id is a later second
     host.run_expect([0], "selfhosted-backup drill --source local")  # the real newest backup passes again
     assert metrics(DB)['selfhosted_restore_drill_last_success{set="postgresql"}'] == 1
+
+
+PLANTED = """
+CREATE FUNCTION planted(int) RETURNS boolean LANGUAGE sql AS 'SELECT true';
+CREATE TABLE accounts (id int CHECK (planted(id)));
+INSERT INTO accounts SELECT generate_series(1, 3);
+CREATE OR REPLACE FUNCTION planted(int) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+  EXECUTE format('COPY (SELECT 1) TO PROGRAM %L', 'touch /var/lib/postgresql/planted-ran');
+  RETURN true;
+END $$;
+"""
+
+SWAP_DUMP = """
+import hashlib, json, os, shutil, time
+base = "/var/backups/selfhosted/postgresql"
+newest = max(n for n in os.listdir(base) if n[:1].isdigit())
+bid = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+shutil.copytree(os.path.join(base, newest), os.path.join(base, bid))
+shutil.copyfile("/root/planted.dump", os.path.join(base, bid, "app.dump"))
+data = open("/root/planted.dump", "rb").read()
+path = os.path.join(base, bid, "manifest.json")
+m = json.load(open(path))
+m["id"] = bid
+for f in m["files"]:
+    if f["name"] == "app.dump":
+        f.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+json.dump(m, open(path, "w"))
+print(bid)
+"""
+
+
+def test_sql_planted_in_a_backup_never_runs_as_superuser(tmp_path):
+    """Issue 23, finding 5: the drill restored as the PostgreSQL superuser, so SQL in a backup (here a CHECK
+    constraint whose function runs a program while the rows load) ran with every right on the db host. Restores now
+    run with --no-owner --no-privileges as the database's owner from the host's configuration: the drill fails
+    and the program never runs."""
+    host = labcheck.host(DB)
+    host.run("rm -f /var/lib/postgresql/planted-ran")
+    sql("DROP DATABASE IF EXISTS planted_src", db="postgres")
+    sql("CREATE DATABASE planted_src", db="postgres")
+    (tmp_path / "planted.sql").write_text(PLANTED)
+    (tmp_path / "swap.py").write_text(SWAP_DUMP)
+    for name in ("planted.sql", "swap.py"):
+        subprocess.run(["docker", "cp", str(tmp_path / name), f"{DB}:/root/{name}"], check=True)
+    host.run_expect([0], "runuser -u postgres -- psql -X -v ON_ERROR_STOP=1 -d planted_src < /root/planted.sql")
+    host.run_expect([0], "runuser -u postgres -- pg_dump -Fc planted_src > /root/planted.dump")
+    sql("DROP DATABASE planted_src", db="postgres")
+    assert not host.file("/var/lib/postgresql/planted-ran").exists  # creating the source ran nothing
+    crafted = host.check_output("python3 /root/swap.py")
+    try:
+        result = host.run("selfhosted-backup drill --source local")
+        assert not host.file("/var/lib/postgresql/planted-ran").exists, "SQL from a backup ran as superuser"
+        assert result.rc != 0, result.stdout + result.stderr
+        assert "permission denied" in result.stderr or "must be superuser" in result.stderr, result.stderr
+        assert sql("SELECT count(*) FROM pg_database WHERE datname LIKE 'restore_drill_%'", db="postgres") == "0"
+    finally:
+        host.run_expect([0], f"rm -rf /var/backups/selfhosted/postgresql/{crafted} /var/lib/postgresql/planted-ran")
+    time.sleep(1)
+    host.run_expect([0], "selfhosted-backup drill --source local")  # the real newest backup passes again
 
 
 def test_redis_snapshot_restores_the_keys():

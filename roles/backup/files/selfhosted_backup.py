@@ -23,6 +23,7 @@ import fcntl
 import hashlib
 import json
 import os
+import pwd
 import re
 import resource
 import shutil
@@ -788,11 +789,15 @@ def choose_backup(store, wanted=None):
         backups[best.id] = store.verify(best.id)
 
 
-def psql(cfg, sql, db="postgres", **variables):
-    """Run one statement as postgres; values go in as psql variables (:'name'), never pasted into the SQL."""
+def psql(cfg, sql, db="postgres", as_role=None, **variables):
+    """Run one statement as postgres (or, with as_role, after SET ROLE to it); values go in as psql variables
+    (:'name'), never pasted into the SQL."""
     argv = ["psql", *pg_args(cfg), "-XAtq", "-v", "ON_ERROR_STOP=1", "-d", db]
     for key, value in variables.items():
         argv += ["-v", f"{key}={value}"]
+    if as_role:
+        argv += ["-v", f"selfhosted_role={as_role}"]
+        sql = 'SET ROLE :"selfhosted_role";\n' + sql
     proc = run_cmd(argv, user="postgres", input=sql + "\n")
     if proc.returncode != 0:
         raise BackupError(f"psql on {db}: {proc.stderr.strip()[-1000:]}")
@@ -819,11 +824,64 @@ def user_relations(cfg, db):
     )
 
 
+RESTORE_ROLE = "selfhosted_restore"
+_TOC_ENTRY = re.compile(r"^\d+; \d+ \d+ (?P<what>.*)$")
+_EXTENSION_NAME = re.compile(r"^[a-z_][a-z0-9_-]*$")
+
+
+def restore_role(owner, superusers):
+    """The role a restore runs as (pg_restore --role, after --no-owner --no-privileges): the database's owner from
+    this host's configuration, unless there is none or it is a superuser; then RESTORE_ROLE, which has no rights.
+    Never the manifest's word: SQL in a backup must not run with more than the application's own rights."""
+    return owner if owner and owner not in superusers else RESTORE_ROLE
+
+
+def split_extensions(toc):
+    """(extensions, list): the extensions a dump's table of contents (pg_restore --list) creates, and the list
+    without them and their comments (for pg_restore -L). CREATE EXTENSION needs a superuser; the agent makes the
+    ones the live database has itself, the restore as an unprivileged role does the rest."""
+    extensions, keep = set(), []
+    for line in toc.splitlines():
+        m = _TOC_ENTRY.match(line)
+        what = m.group("what") if m else ""
+        if what.startswith("EXTENSION - "):
+            extensions.add(what[len("EXTENSION - ") :].strip().split(" ")[0])
+            continue
+        if what.startswith("COMMENT - EXTENSION "):
+            continue
+        keep.append(line)
+    return sorted(extensions), "\n".join(keep) + "\n"
+
+
+def database_extensions(cfg, db):
+    if not database_exists(cfg, db):
+        return set()
+    return set(psql(cfg, "SELECT extname FROM pg_extension", db).split())
+
+
+def ensure_restore_role(cfg):
+    psql(
+        cfg,
+        "SELECT format('CREATE ROLE %I NOLOGIN', :'name') WHERE NOT EXISTS "
+        "(SELECT FROM pg_roles WHERE rolname = :'name') \\gexec",
+        name=RESTORE_ROLE,
+    )
+
+
 def restore_database(cfg, store, bid, manifest, database, target, force=False):
-    """Restore `database` of backup `bid` into `target`. Refuses a non-empty target unless force."""
+    """Restore `database` of backup `bid` into `target` with --no-owner --no-privileges as an unprivileged role
+    (restore_role()); the extensions it needs are made first, and only those the live database has. Refuses a
+    database this host does not back up, and a non-empty target unless force."""
+    configured = cfg["sets"]["postgresql"].get("databases") or []
+    if database not in configured:
+        raise BackupError(f"this host backs up no database {database}; its databases are {configured}")
     if database not in manifest.get("databases", []):
         raise BackupError(f"backup {bid} has no database {database}; it has {manifest.get('databases', [])}")
-    owner = manifest.get("owners", {}).get(database) or "postgres"
+    superusers = set(psql(cfg, "SELECT rolname FROM pg_roles WHERE rolsuper").split())
+    role = restore_role(cfg["sets"]["postgresql"].get("owners", {}).get(database), superusers)
+    if role == RESTORE_ROLE:
+        ensure_restore_role(cfg)
+    owner = role
     if database_exists(cfg, target):
         relations = user_relations(cfg, target)
         if relations and not force:
@@ -833,15 +891,36 @@ def restore_database(cfg, store, bid, manifest, database, target, force=False):
             )
     with tempfile.TemporaryDirectory(prefix="selfhosted-restore-", dir=cfg["local_dir"]) as tmp:
         paths = fetch_verified(store, bid, manifest, [f"{database}.dump"], tmp)
+        with open(paths[f"{database}.dump"], "rb") as dump:
+            toc = subprocess.run(["pg_restore", "--list"], stdin=dump, capture_output=True, text=True, check=False)
+        if toc.returncode != 0:
+            raise BackupError(f"pg_restore --list of {database}.dump failed: {toc.stderr.strip()[-1000:]}")
+        extensions, listing = split_extensions(toc.stdout)
+        unknown = [e for e in extensions if e not in database_extensions(cfg, database) or not _EXTENSION_NAME.match(e)]
+        if unknown:
+            raise BackupError(
+                f"backup {bid} of {database} creates the extensions {unknown}, which the live database {database} "
+                f"does not have; only a superuser can create them (CREATE EXTENSION in {database} first if they "
+                "are wanted)"
+            )
         if not database_exists(cfg, target):
             psql(cfg, f"CREATE DATABASE {quote_ident(target)} OWNER {quote_ident(owner)}")
-        argv = ["pg_restore", *pg_args(cfg), "--dbname", target, "--exit-on-error", "--single-transaction"]
-        if force:
-            argv += ["--clean", "--if-exists"]
-        with open(paths[f"{database}.dump"], "rb") as dump:  # on stdin: pg_restore runs as postgres
-            proc = subprocess.run(
-                ["runuser", "-u", "postgres", "--", *argv], stdin=dump, capture_output=True, text=True, check=False
-            )
+        for extension in extensions:
+            psql(cfg, f"CREATE EXTENSION IF NOT EXISTS {quote_ident(extension)}", target)
+        # The list goes where postgres (pg_restore's user) can read it and nobody else can: its own 0600 file.
+        with tempfile.NamedTemporaryFile("w", prefix="selfhosted-restore-", suffix=".list") as fh:
+            fh.write(listing)
+            fh.flush()
+            pw = pwd.getpwnam("postgres")
+            os.fchown(fh.fileno(), pw.pw_uid, pw.pw_gid)
+            argv = ["pg_restore", *pg_args(cfg), "--dbname", target, "--exit-on-error", "--single-transaction"]
+            argv += ["--no-owner", "--no-privileges", "--role", role, "--use-list", fh.name]
+            if force:
+                argv += ["--clean", "--if-exists"]
+            with open(paths[f"{database}.dump"], "rb") as dump:  # on stdin: pg_restore runs as postgres
+                proc = subprocess.run(
+                    ["runuser", "-u", "postgres", "--", *argv], stdin=dump, capture_output=True, text=True, check=False
+                )
         if proc.returncode != 0:
             raise BackupError(f"pg_restore into {target} failed: {proc.stderr.strip()[-2000:]}")
 
@@ -1036,8 +1115,13 @@ def cmd_drill(cfg, args):
                 if relations == 0:
                     raise BackupError(f"the restored {db} has no tables, views or sequences: the backup is empty")
                 results.append({"database": db, "sql": "user relations", "value": relations})
+                # As the role the restore ran as: a view or function from the backup never runs as superuser.
+                role = restore_role(
+                    cfg["sets"]["postgresql"].get("owners", {}).get(db),
+                    set(psql(cfg, "SELECT rolname FROM pg_roles WHERE rolsuper").split()),
+                )
                 for query in [q for q in drill.get("queries", []) if q.get("database", db) == db]:
-                    value = smoke_value(psql(cfg, query["sql"], scratch), query)
+                    value = smoke_value(psql(cfg, query["sql"], scratch, as_role=role), query)
                     if value is None or value < float(query.get("min", 0)):
                         raise BackupError(
                             f"smoke query {query['sql']!r} on the restored {db} returned {value}, "

@@ -466,3 +466,38 @@ def test_a_retried_upload_skips_only_files_that_arrived_whole():
     assert not agent.uploaded_already(FakeS3({}), "b", "k", entry)
     with pytest.raises(Exception, match="AccessDenied"):
         agent.uploaded_already(FakeS3({}, error="AccessDenied"), "b", "k", entry)
+
+
+def test_a_restore_runs_as_the_configured_owner_never_a_superuser_nor_the_manifest_s_word():
+    # Issue 23, finding 5: drills restored as the PostgreSQL superuser, so SQL planted in a backup ran as superuser.
+    assert agent.restore_role("app", {"postgres"}) == "app"
+    assert agent.restore_role("postgres", {"postgres"}) == agent.RESTORE_ROLE
+    assert agent.restore_role(None, {"postgres"}) == agent.RESTORE_ROLE
+    assert agent.restore_role("", set()) == agent.RESTORE_ROLE
+
+
+def test_extensions_are_split_from_the_table_of_contents():
+    toc = "\n".join(
+        [
+            ";",
+            "; Archive created at 2026-12-07 18:00:00 UTC",
+            "; Selected TOC Entries:",
+            "3; 3079 16385 EXTENSION - pg_stat_statements ",
+            "4390; 0 0 COMMENT - EXTENSION pg_stat_statements ",
+            "216; 1259 16400 TABLE public pgbench_accounts postgres",
+            "4380; 0 16400 TABLE DATA public pgbench_accounts postgres",
+            "5; 3079 16390 EXTENSION - hstore ",
+        ]
+    )
+    extensions, listing = agent.split_extensions(toc)
+    assert extensions == ["hstore", "pg_stat_statements"]
+    assert "EXTENSION" not in listing and "TABLE public pgbench_accounts" in listing
+    assert listing.count("\n") == 5  # the three comment lines and the two table entries
+    assert agent.split_extensions("") == ([], "\n")
+
+
+def test_a_restore_of_a_database_this_host_does_not_back_up_is_refused(tmp_path, monkeypatch):
+    cfg = agent_cfg(tmp_path, monkeypatch, {"postgresql": {"kind": "postgresql", "databases": ["app"]}})
+    manifest = {"databases": ["app", "postgres"]}
+    with pytest.raises(agent.BackupError, match=r"backs up no database postgres; its databases are \['app'\]"):
+        agent.restore_database(cfg, None, "20261124T020000Z", manifest, "postgres", "postgres")
