@@ -868,10 +868,24 @@ def ensure_restore_role(cfg):
     )
 
 
+def side_names(target, moment):
+    """(scratch, previous): where a restore into an existing database is built, and the name the replaced
+    database keeps (the way back), both within PostgreSQL's 63 bytes."""
+    stamp = moment.strftime(ID_FORMAT).lower()
+    head = target.encode()[: 63 - len("_pre_") - len(stamp)].decode(errors="ignore")
+    return f"{head}_new_{stamp}", f"{head}_pre_{stamp}"
+
+
 def restore_database(cfg, store, bid, manifest, database, target, force=False):
     """Restore `database` of backup `bid` into `target` with --no-owner --no-privileges as an unprivileged role
     (restore_role()); the extensions it needs are made first, and only those the live database has. Refuses a
-    database this host does not back up, and a non-empty target unless force."""
+    database this host does not back up, and a non-empty target unless force. Returns the name the replaced
+    database now has, or None.
+
+    A new target is restored in place. An existing one is never changed by the restore: the backup is restored
+    into a scratch database beside it, then, once that succeeded, the existing one is renamed <target>_pre_<time>
+    (kept; empty ones are dropped) and the scratch one takes its name. A failed restore leaves the target as it
+    was."""
     configured = cfg["sets"]["postgresql"].get("databases") or []
     if database not in configured:
         raise BackupError(f"this host backs up no database {database}; its databases are {configured}")
@@ -881,14 +895,14 @@ def restore_database(cfg, store, bid, manifest, database, target, force=False):
     role = restore_role(cfg["sets"]["postgresql"].get("owners", {}).get(database), superusers)
     if role == RESTORE_ROLE:
         ensure_restore_role(cfg)
-    owner = role
-    if database_exists(cfg, target):
-        relations = user_relations(cfg, target)
-        if relations and not force:
-            raise BackupError(
-                f"database {target} is not empty ({relations} tables, views or sequences): restore into an empty or "
-                "new database, or pass --force (restore_force=true) to replace its contents"
-            )
+    relations = user_relations(cfg, target) if database_exists(cfg, target) else None
+    if relations and not force:
+        raise BackupError(
+            f"database {target} is not empty ({relations} tables, views or sequences): restore into an empty or "
+            "new database, or pass --force (restore_force=true) to replace its contents"
+        )
+    scratch, previous = side_names(target, datetime.datetime.now(datetime.timezone.utc))
+    into = target if relations is None else scratch
     with tempfile.TemporaryDirectory(prefix="selfhosted-restore-", dir=cfg["local_dir"]) as tmp:
         paths = fetch_verified(store, bid, manifest, [f"{database}.dump"], tmp)
         with open(paths[f"{database}.dump"], "rb") as dump:
@@ -903,26 +917,50 @@ def restore_database(cfg, store, bid, manifest, database, target, force=False):
                 f"does not have; only a superuser can create them (CREATE EXTENSION in {database} first if they "
                 "are wanted)"
             )
-        if not database_exists(cfg, target):
-            psql(cfg, f"CREATE DATABASE {quote_ident(target)} OWNER {quote_ident(owner)}")
-        for extension in extensions:
-            psql(cfg, f"CREATE EXTENSION IF NOT EXISTS {quote_ident(extension)}", target)
-        # The list goes where postgres (pg_restore's user) can read it and nobody else can: its own 0600 file.
-        with tempfile.NamedTemporaryFile("w", prefix="selfhosted-restore-", suffix=".list") as fh:
-            fh.write(listing)
-            fh.flush()
-            pw = pwd.getpwnam("postgres")
-            os.fchown(fh.fileno(), pw.pw_uid, pw.pw_gid)
-            argv = ["pg_restore", *pg_args(cfg), "--dbname", target, "--exit-on-error", "--single-transaction"]
-            argv += ["--no-owner", "--no-privileges", "--role", role, "--use-list", fh.name]
-            if force:
-                argv += ["--clean", "--if-exists"]
-            with open(paths[f"{database}.dump"], "rb") as dump:  # on stdin: pg_restore runs as postgres
-                proc = subprocess.run(
-                    ["runuser", "-u", "postgres", "--", *argv], stdin=dump, capture_output=True, text=True, check=False
-                )
-        if proc.returncode != 0:
-            raise BackupError(f"pg_restore into {target} failed: {proc.stderr.strip()[-2000:]}")
+        psql(cfg, f"CREATE DATABASE {quote_ident(into)} OWNER {quote_ident(role)}")
+        try:
+            for extension in extensions:
+                psql(cfg, f"CREATE EXTENSION IF NOT EXISTS {quote_ident(extension)}", into)
+            # The list goes where postgres (pg_restore's user) can read it and nobody else can: its own 0600 file.
+            with tempfile.NamedTemporaryFile("w", prefix="selfhosted-restore-", suffix=".list") as fh:
+                fh.write(listing)
+                fh.flush()
+                pw = pwd.getpwnam("postgres")
+                os.fchown(fh.fileno(), pw.pw_uid, pw.pw_gid)
+                argv = ["pg_restore", *pg_args(cfg), "--dbname", into, "--exit-on-error", "--single-transaction"]
+                argv += ["--no-owner", "--no-privileges", "--role", role, "--use-list", fh.name]
+                with open(paths[f"{database}.dump"], "rb") as dump:  # on stdin: pg_restore runs as postgres
+                    proc = subprocess.run(
+                        ["runuser", "-u", "postgres", "--", *argv],
+                        stdin=dump,
+                        capture_output=True,
+                        text=True,
+                        check=False,
+                    )
+            if proc.returncode != 0:
+                raise BackupError(f"pg_restore into {target} failed: {proc.stderr.strip()[-2000:]}")
+        except BaseException:
+            psql(cfg, f"DROP DATABASE IF EXISTS {quote_ident(into)} WITH (FORCE)")
+            raise
+    if into == target:
+        return None
+    # The swap: no new sessions on the old database, the open ones ended, then two renames (undone if the second
+    # fails). Writers were stopped by recover.yml; what still connects (an exporter) reconnects to the new one.
+    old, new = quote_ident(target), quote_ident(scratch)
+    psql(cfg, f"ALTER DATABASE {old} WITH ALLOW_CONNECTIONS false")
+    psql(cfg, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = :'name'", name=target)
+    psql(cfg, f"ALTER DATABASE {old} RENAME TO {quote_ident(previous)}")
+    try:
+        psql(cfg, f"ALTER DATABASE {new} RENAME TO {old}")
+    except BackupError:
+        psql(cfg, f"ALTER DATABASE {quote_ident(previous)} RENAME TO {old}")
+        psql(cfg, f"ALTER DATABASE {old} WITH ALLOW_CONNECTIONS true")
+        raise
+    if not relations:
+        psql(cfg, f"DROP DATABASE {quote_ident(previous)} WITH (FORCE)")  # it was empty: nothing to keep
+        return None
+    log(f"{target}: restored from {bid}; the database it replaced is kept as {previous} (no connections allowed)")
+    return previous
 
 
 def cmd_restore(cfg, args):
@@ -930,7 +968,9 @@ def cmd_restore(cfg, args):
     chosen = choose_backup(store, args.backup)
     manifest = checked_manifest(store, cfg, "postgresql", chosen.id)
     clock = time.monotonic()
-    restore_database(cfg, store, chosen.id, manifest, args.database, args.target or args.database, args.force)
+    previous = restore_database(
+        cfg, store, chosen.id, manifest, args.database, args.target or args.database, args.force
+    )
     print(
         json.dumps(
             {
@@ -938,6 +978,7 @@ def cmd_restore(cfg, args):
                 "backup_time": manifest["time"],
                 "database": args.database,
                 "target": args.target or args.database,
+                "previous": previous,
                 "seconds": round(time.monotonic() - clock, 3),
             }
         )

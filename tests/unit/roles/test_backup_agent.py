@@ -501,3 +501,12 @@ def test_a_restore_of_a_database_this_host_does_not_back_up_is_refused(tmp_path,
     manifest = {"databases": ["app", "postgres"]}
     with pytest.raises(agent.BackupError, match=r"backs up no database postgres; its databases are \['app'\]"):
         agent.restore_database(cfg, None, "20261124T020000Z", manifest, "postgres", "postgres")
+
+
+def test_side_names_fit_postgresql_and_say_what_they_are():
+    moment = datetime.datetime(2026, 12, 7, 18, 30, tzinfo=datetime.timezone.utc)
+    assert agent.side_names("app", moment) == ("app_new_20261207t183000z", "app_pre_20261207t183000z")
+    scratch, previous = agent.side_names("x" * 63, moment)
+    assert len(scratch.encode()) <= 63 and len(previous.encode()) <= 63 and scratch != previous
+    scratch, previous = agent.side_names("ä" * 40, moment)  # never cut inside a character
+    assert len(previous.encode()) <= 63 and previous.endswith("_pre_20261207t183000z")
