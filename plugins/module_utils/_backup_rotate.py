@@ -405,6 +405,8 @@ def read_s3_set(client, bucket, prefix, lazy=False):
     one per backup: the listing is the cost of a rotation, not the size of the set."""
     groups, ignored = {}, {}
     for obj in list_s3(client, bucket, prefix):
+        if not obj["Key"].startswith(prefix):
+            continue  # an answer outside the prefix asked for is never planned, let alone deleted
         rest = obj["Key"][len(prefix) :]
         if "/" not in rest:
             ignored[rest] = "an object directly under the prefix, not in a backup"
@@ -449,24 +451,35 @@ def delete_s3_keys(client, bucket, keys):
 
 
 def list_s3_versions(client, bucket, prefix):
-    """Every version and delete marker under prefix (ListObjectVersions, paginated), each with "Marker": bool."""
+    """Every version and delete marker under prefix (ListObjectVersions, paginated), each with "Marker": bool.
+    Keys outside prefix in an answer are dropped; a page that does not move the markers on is an error."""
     kwargs = {"Bucket": bucket, "Prefix": prefix}
     while True:
         page = client.list_object_versions(**kwargs)
         for marker, kind in ((False, "Versions"), (True, "DeleteMarkers")):
             for entry in page.get(kind, []):
-                yield {**entry, "Marker": marker}
+                if entry.get("Key", "").startswith(prefix):
+                    yield {**entry, "Marker": marker}
         if not page.get("IsTruncated"):
             return
-        kwargs.update(KeyMarker=page.get("NextKeyMarker"), VersionIdMarker=page.get("NextVersionIdMarker"))
+        markers = {
+            k: page[n] for k, n in (("KeyMarker", "NextKeyMarker"), ("VersionIdMarker", "NextVersionIdMarker"))
+            if page.get(n)
+        }  # fmt: skip
+        if not markers or all(kwargs.get(k) == v for k, v in markers.items()):
+            raise DeleteError(f"S3 listed the versions under {prefix} as truncated without a next marker")
+        kwargs = {"Bucket": bucket, "Prefix": prefix, **markers}
 
 
 def expired_versions(entries, prefix, now, keep_seconds):
-    """The versions to remove for good, as [{Key, VersionId}]: in a versioned bucket a rotated (deleted) or
-    overwritten backup stays as an older version, a way back for keep_seconds after the newer version or the delete
-    marker that replaced it was made; after that it is purged. A delete marker with nothing left behind it goes too.
-    The current version of a key is never in the list, nor any key outside prefix or not inside a backup id's
-    sub-prefix (not ours). A time in the future (a clock ahead) expires nothing."""
+    """The versions to remove for good, as [{Key, VersionId}]: in a versioned bucket a rotated (deleted) backup
+    stays as older versions behind a delete marker, the way back for keep_seconds after the marker was made; after
+    that the versions behind it go, and the marker once nothing is left behind it.
+
+    Only what a delete hid: a version replaced by another upload (an overwrite, which the agent never does: a
+    stolen writer key might) is kept for good, so an overwrite can never become a loss. Never the current version,
+    nor any key outside prefix or not inside a backup id's sub-prefix (not ours). A marker dated in the future (a
+    clock ahead) expires nothing."""
     by_key = {}
     for entry in entries:
         key = entry["Key"]
@@ -477,18 +490,21 @@ def expired_versions(entries, prefix, now, keep_seconds):
     out = []
     for key, items in sorted(by_key.items()):
         items.sort(key=lambda e: (bool(e.get("IsLatest")), e["LastModified"]), reverse=True)
-        purged = set()
-        for newer, older in zip(items, items[1:]):
-            if not older.get("IsLatest") and (now - newer["LastModified"]).total_seconds() > keep_seconds:
-                purged.add(older["VersionId"])
-                out.append({"Key": key, "VersionId": older["VersionId"]})
         latest = items[0]
-        if (
-            latest.get("Marker")
-            and latest.get("IsLatest")
-            and len(purged) == len(items) - 1
-            and (now - latest["LastModified"]).total_seconds() > keep_seconds
-        ):
+        if not (latest.get("Marker") and latest.get("IsLatest")):
+            continue  # the backup file is there: nothing of it is removed
+        if (now - latest["LastModified"]).total_seconds() <= keep_seconds:
+            continue  # deleted recently: the way back is open
+        behind = []
+        for entry in items[1:]:
+            if entry.get("Marker"):
+                behind.append(entry)  # an older marker: nothing of value
+                continue
+            behind.append(entry)
+            break  # the version the delete hid; anything older was replaced by an upload, kept for good
+        older = items[1 + len(behind) :]
+        out += [{"Key": key, "VersionId": e["VersionId"]} for e in behind]
+        if not older:
             out.append({"Key": key, "VersionId": latest["VersionId"]})
     return out
 

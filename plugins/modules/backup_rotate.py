@@ -108,8 +108,10 @@ options:
     description:
       - With O(s3) on a versioned bucket, a deleted or overwritten backup stays as an older version (the way back
         from a wrong rotation or a bad upload). Older versions of this set's backups are removed for good once
-        they have been older for this long (a duration, V(7d)), and so are delete markers with nothing behind
-        them. Only keys inside a backup id's sub-prefix are considered; the current version is never removed.
+        were deleted for this long (a duration, V(7d)), and so are the delete markers then left with nothing
+        behind them. A version replaced by another upload (an overwrite) is never removed, nor a current version,
+        nor anything outside a backup id's sub-prefix; nothing is purged while the backups look broken (see
+        O(max_age)).
       - Omitted, older versions are left alone (a bucket lifecycle rule may expire them instead). Needs the
         C(s3:ListBucketVersions) and C(s3:DeleteObjectVersion) permissions.
     type: str
@@ -260,7 +262,9 @@ def run(module, store, now):
         module.warn(f"not backups, left alone: {', '.join(sorted(store.ignored))}")
     if decided.delete and not module.check_mode:
         store.delete(decided.delete)
-    if purge_after is not None:
+    if purge_after is not None and decided.refused:
+        result["purged"] = 0  # the backups look broken: the older versions may be the way back
+    elif purge_after is not None:
         # After the delete, so the markers it made start their own way-back window (they are newer than it).
         expired = store.expired_versions(now, purge_after)
         result["purged"] = len(expired)

@@ -45,14 +45,19 @@ def grant_problems(grant):
     if unknown:
         problems.append(f"unknown grant keys {unknown} (allowed: bucket, prefix, access)")
     bucket, prefix, access = grant.get("bucket"), grant.get("prefix", ""), grant.get("access")
-    if not isinstance(bucket, str) or not BUCKET.match(bucket):
+    if not isinstance(bucket, str) or not BUCKET.fullmatch(bucket):
         problems.append(f"bucket must be an S3 bucket name, got {bucket!r}")
     if access not in ACCESS:
         problems.append(f"access must be one of {', '.join(ACCESS)}, got {access!r}")
-    if not isinstance(prefix, str) or not PREFIX.match(prefix) or {".", ".."} & set(prefix.split("/")):
+    if not isinstance(prefix, str) or not PREFIX.fullmatch(prefix) or {".", ".."} & set(prefix.split("/")):
         problems.append(
             "prefix must be empty (the whole bucket) or path segments each ending in '/' (such as lab/db1/), "
             f"without wildcards or '..', got {prefix!r}"
+        )
+    elif access == "writer" and not prefix:
+        problems.append(
+            "a writer grant needs a prefix of its own (such as lab/db1/): a writer of the whole bucket "
+            "could overwrite every host's backups"
         )
     return problems
 
@@ -63,7 +68,7 @@ def identity_problems(identity):
         return ["each identity must be a dict"]
     name = str(identity.get("name", "?"))
     problems = []
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         problems.append("name must be letters, digits, '_', '.' or '-'")
     if len(str(identity.get("access_key") or "")) < 8:
         problems.append("access_key must have at least 8 characters")
@@ -89,6 +94,18 @@ def identities_problems(identities):
     if not isinstance(identities, list):
         return ["object_storage_identities must be a list"]
     problems = [p for identity in identities for p in identity_problems(identity)]
+    writers = sorted(
+        (g["bucket"], g.get("prefix", ""), i.get("name"))
+        for i in identities if isinstance(i, dict) and isinstance(i.get("grants"), list)
+        for g in i["grants"] if isinstance(g, dict) and g.get("access") == "writer" and isinstance(g.get("prefix"), str)
+    )  # fmt: skip
+    for bucket, prefix, name in writers:
+        for other_bucket, other_prefix, other in writers:
+            if other != name and other_bucket == bucket and other_prefix.startswith(prefix):
+                problems.append(
+                    f"object_storage_identities entries '{name}' and '{other}': writer prefixes {prefix!r} and "
+                    f"{other_prefix!r} overlap in {bucket}; each writer needs a prefix no other writer's is inside"
+                )
     for field, article in (("name", "a"), ("access_key", "an")):
         values = [i.get(field) for i in identities if isinstance(i, dict)]
         if len(set(map(str, values))) != len(values):

@@ -17,15 +17,17 @@ in tests/unit/roles/test_backup_agent.py.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import datetime
 import fcntl
 import hashlib
+import hmac
 import json
 import os
-import pwd
 import re
 import resource
+import secrets
 import shutil
 import socket
 import subprocess
@@ -452,7 +454,8 @@ def uploaded_already(client, bucket, key, entry):
     try:
         head = client.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+        # Not there (404), or not visible (403: AWS answers a HEAD of a missing key so without ListBucket on it).
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound", "403", "AccessDenied"):
             return False
         raise
     return head.get("ContentLength") == entry["size"] and head.get("Metadata", {}).get("sha256") == entry["sha256"]
@@ -789,16 +792,19 @@ def choose_backup(store, wanted=None):
         backups[best.id] = store.verify(best.id)
 
 
-def psql(cfg, sql, db="postgres", as_role=None, **variables):
-    """Run one statement as postgres (or, with as_role, after SET ROLE to it); values go in as psql variables
-    (:'name'), never pasted into the SQL."""
-    argv = ["psql", *pg_args(cfg), "-XAtq", "-v", "ON_ERROR_STOP=1", "-d", db]
+def psql(cfg, sql, db="postgres", session=None, **variables):
+    """Run one statement as postgres, or in a restore session (restore_session(): a login without rights, for
+    SQL that reads what a backup brought); values go in as psql variables (:'name'), never pasted into the SQL."""
+    if session:
+        argv = ["psql", *session["args"], "-XAtq", "-v", "ON_ERROR_STOP=1", "-d", db]
+    else:
+        argv = ["psql", *pg_args(cfg), "-XAtq", "-v", "ON_ERROR_STOP=1", "-d", db]
     for key, value in variables.items():
         argv += ["-v", f"{key}={value}"]
-    if as_role:
-        argv += ["-v", f"selfhosted_role={as_role}"]
-        sql = 'SET ROLE :"selfhosted_role";\n' + sql
-    proc = run_cmd(argv, user="postgres", input=sql + "\n")
+    if session:
+        proc = subprocess.run(argv, input=sql + "\n", capture_output=True, text=True, check=False, env=session["env"])
+    else:
+        proc = run_cmd(argv, user="postgres", input=sql + "\n")
     if proc.returncode != 0:
         raise BackupError(f"psql on {db}: {proc.stderr.strip()[-1000:]}")
     return proc.stdout.strip()
@@ -813,9 +819,11 @@ def database_exists(cfg, db):
 
 
 def user_relations(cfg, db):
+    # The catalog alone (search_path pg_catalog): an operator or function a backup brought is never picked.
     return int(
         psql(
             cfg,
+            "SET search_path = pg_catalog, pg_temp;\n"
             "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
             "AND n.nspname NOT LIKE 'pg_toast%'",
@@ -868,6 +876,55 @@ def ensure_restore_role(cfg):
     )
 
 
+def scram_verifier(password, salt, iterations=4096):
+    """PostgreSQL's SCRAM-SHA-256 verifier of a password: what ALTER ROLE ... PASSWORD stores. Sent instead of the
+    password, so a server that logs DDL never logs the password."""
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+
+    def b64(raw):
+        return base64.b64encode(raw).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+@contextlib.contextmanager
+def restore_session(cfg, role):
+    """A login for whatever runs SQL from a backup (pg_restore, smoke queries): RESTORE_ROLE, no superuser and no
+    rights of its own, a member of `role` (so pg_restore --role makes `role` own what it restores), with a random
+    password valid for this restore only, over 127.0.0.1 (scram-sha-256). Its session user is unprivileged, so
+    neither RESET ROLE nor SET SESSION AUTHORIZATION in a function from the backup gets back to a superuser (SET
+    ROLE after connecting as postgres would allow both). Afterwards the login is off and the membership revoked.
+    Yields {"args", "env"} for psql and pg_restore, run as root."""
+    ensure_restore_role(cfg)
+    password = secrets.token_urlsafe(32)
+    verifier = scram_verifier(password, os.urandom(16))
+    grant = role != RESTORE_ROLE
+    psql(
+        cfg,
+        'ALTER ROLE :"name" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS '
+        "PASSWORD :'verifier' VALID UNTIL :'until'",
+        name=RESTORE_ROLE,
+        verifier=verifier,
+        until=(datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=12)).isoformat(),
+    )
+    try:
+        if grant:
+            psql(cfg, 'GRANT :"role" TO :"name"', role=role, name=RESTORE_ROLE)
+        port = str(cfg["sets"]["postgresql"].get("port", 5432))
+        with tempfile.NamedTemporaryFile("w", prefix="selfhosted-restore-", suffix=".pgpass") as fh:
+            fh.write(f"127.0.0.1:{port}:*:{RESTORE_ROLE}:{password}\n")
+            fh.flush()
+            env = {**os.environ, "PGPASSFILE": fh.name, "PGSSLMODE": "prefer"}
+            yield {"args": ["-h", "127.0.0.1", "-p", port, "-U", RESTORE_ROLE], "env": env}
+    finally:
+        if grant:
+            psql(cfg, 'REVOKE :"role" FROM :"name"', role=role, name=RESTORE_ROLE)
+        psql(cfg, 'ALTER ROLE :"name" WITH NOLOGIN PASSWORD NULL', name=RESTORE_ROLE)
+
+
 def side_names(target, moment):
     """(scratch, previous): where a restore into an existing database is built, and the name the replaced
     database keeps (the way back), both within PostgreSQL's 63 bytes."""
@@ -893,13 +950,17 @@ def restore_database(cfg, store, bid, manifest, database, target, force=False):
         raise BackupError(f"backup {bid} has no database {database}; it has {manifest.get('databases', [])}")
     superusers = set(psql(cfg, "SELECT rolname FROM pg_roles WHERE rolsuper").split())
     role = restore_role(cfg["sets"]["postgresql"].get("owners", {}).get(database), superusers)
-    if role == RESTORE_ROLE:
-        ensure_restore_role(cfg)
     relations = user_relations(cfg, target) if database_exists(cfg, target) else None
     if relations and not force:
         raise BackupError(
             f"database {target} is not empty ({relations} tables, views or sequences): restore into an empty or "
             "new database, or pass --force (restore_force=true) to replace its contents"
+        )
+    if relations is not None and role == RESTORE_ROLE:
+        raise BackupError(
+            f"postgresql_databases names no owner (other than a superuser) for {database}: a restore into the existing "
+            f"{target} would leave it owned by {RESTORE_ROLE}, which nobody logs in as; set the owner, or restore "
+            "into a new database"
         )
     scratch, previous = side_names(target, datetime.datetime.now(datetime.timezone.utc))
     into = target if relations is None else scratch
@@ -917,25 +978,20 @@ def restore_database(cfg, store, bid, manifest, database, target, force=False):
                 f"does not have; only a superuser can create them (CREATE EXTENSION in {database} first if they "
                 "are wanted)"
             )
+        if role == RESTORE_ROLE:
+            ensure_restore_role(cfg)  # the owner of the new database, before the restore session makes it log in
         psql(cfg, f"CREATE DATABASE {quote_ident(into)} OWNER {quote_ident(role)}")
         try:
             for extension in extensions:
                 psql(cfg, f"CREATE EXTENSION IF NOT EXISTS {quote_ident(extension)}", into)
-            # The list goes where postgres (pg_restore's user) can read it and nobody else can: its own 0600 file.
-            with tempfile.NamedTemporaryFile("w", prefix="selfhosted-restore-", suffix=".list") as fh:
-                fh.write(listing)
-                fh.flush()
-                pw = pwd.getpwnam("postgres")
-                os.fchown(fh.fileno(), pw.pw_uid, pw.pw_gid)
-                argv = ["pg_restore", *pg_args(cfg), "--dbname", into, "--exit-on-error", "--single-transaction"]
-                argv += ["--no-owner", "--no-privileges", "--role", role, "--use-list", fh.name]
-                with open(paths[f"{database}.dump"], "rb") as dump:  # on stdin: pg_restore runs as postgres
+            list_path = os.path.join(tmp, "restore.list")
+            write_atomic(list_path, listing, 0o600)
+            with restore_session(cfg, role) as session:
+                argv = ["pg_restore", *session["args"], "--dbname", into, "--exit-on-error", "--single-transaction"]
+                argv += ["--no-owner", "--no-privileges", "--role", role, "--use-list", list_path]
+                with open(paths[f"{database}.dump"], "rb") as dump:
                     proc = subprocess.run(
-                        ["runuser", "-u", "postgres", "--", *argv],
-                        stdin=dump,
-                        capture_output=True,
-                        text=True,
-                        check=False,
+                        argv, stdin=dump, capture_output=True, text=True, check=False, env=session["env"]
                     )
             if proc.returncode != 0:
                 raise BackupError(f"pg_restore into {target} failed: {proc.stderr.strip()[-2000:]}")
@@ -1156,19 +1212,20 @@ def cmd_drill(cfg, args):
                 if relations == 0:
                     raise BackupError(f"the restored {db} has no tables, views or sequences: the backup is empty")
                 results.append({"database": db, "sql": "user relations", "value": relations})
-                # As the role the restore ran as: a view or function from the backup never runs as superuser.
+                # In a restore session too: a view or function from the backup never runs as superuser.
                 role = restore_role(
                     cfg["sets"]["postgresql"].get("owners", {}).get(db),
                     set(psql(cfg, "SELECT rolname FROM pg_roles WHERE rolsuper").split()),
                 )
-                for query in [q for q in drill.get("queries", []) if q.get("database", db) == db]:
-                    value = smoke_value(psql(cfg, query["sql"], scratch, as_role=role), query)
-                    if value is None or value < float(query.get("min", 0)):
-                        raise BackupError(
-                            f"smoke query {query['sql']!r} on the restored {db} returned {value}, "
-                            f"less than {query.get('min', 0)}"
-                        )
-                    results.append({"database": db, "sql": query["sql"], "value": value})
+                with restore_session(cfg, role) as session:
+                    for query in [q for q in drill.get("queries", []) if q.get("database", db) == db]:
+                        value = smoke_value(psql(cfg, query["sql"], scratch, session=session), query)
+                        if value is None or value < float(query.get("min", 0)):
+                            raise BackupError(
+                                f"smoke query {query['sql']!r} on the restored {db} returned {value}, "
+                                f"less than {query.get('min', 0)}"
+                            )
+                        results.append({"database": db, "sql": query["sql"], "value": value})
             finally:
                 if database_exists(cfg, scratch):
                     psql(cfg, f"DROP DATABASE {quote_ident(scratch)} WITH (FORCE)")

@@ -464,8 +464,10 @@ def test_a_retried_upload_skips_only_files_that_arrived_whole():
     assert not agent.uploaded_already(FakeS3({"k": (9, "a" * 64)}), "b", "k", entry)  # cut short
     assert not agent.uploaded_already(FakeS3({"k": (10, "b" * 64)}), "b", "k", entry)  # other content
     assert not agent.uploaded_already(FakeS3({}), "b", "k", entry)
-    with pytest.raises(Exception, match="AccessDenied"):
-        agent.uploaded_already(FakeS3({}, error="AccessDenied"), "b", "k", entry)
+    # AWS answers 403 for a missing key the identity may not list: not uploaded yet (the upload says if it is denied)
+    assert not agent.uploaded_already(FakeS3({}, error="AccessDenied"), "b", "k", entry)
+    with pytest.raises(Exception, match="InternalError"):
+        agent.uploaded_already(FakeS3({}, error="InternalError"), "b", "k", entry)
 
 
 def test_a_restore_runs_as_the_configured_owner_never_a_superuser_nor_the_manifest_s_word():
@@ -510,3 +512,40 @@ def test_side_names_fit_postgresql_and_say_what_they_are():
     assert len(scratch.encode()) <= 63 and len(previous.encode()) <= 63 and scratch != previous
     scratch, previous = agent.side_names("ä" * 40, moment)  # never cut inside a character
     assert len(previous.encode()) <= 63 and previous.endswith("_pre_20261207t183000z")
+
+
+def test_scram_verifier_matches_rfc_7677():
+    # RFC 7677's example exchange (user "user", password "pencil"): the server signature computed from our
+    # verifier's ServerKey is the one the RFC's server sends, and its StoredKey checks the RFC client's proof.
+    import base64
+    import hmac
+
+    salt = base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")
+    verifier = agent.scram_verifier("pencil", salt)
+    head, keys = verifier.split("$", 1)[1].split("$")
+    assert verifier.startswith("SCRAM-SHA-256$4096:") and head == "4096:W22ZaJ0SNY7soEsUEjb6gQ=="
+    stored_key, server_key = (base64.b64decode(k) for k in keys.split(":"))
+    nonce = "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"
+    auth = f"n=user,r=rOprNGfwEbeRWgbNEkqO,r={nonce},s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,c=biws,r={nonce}".encode()
+    signature = hmac.new(server_key, auth, "sha256").digest()
+    assert base64.b64encode(signature).decode() == "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+    proof = base64.b64decode("dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
+    client_signature = hmac.new(stored_key, auth, "sha256").digest()
+    client_key = bytes(a ^ b for a, b in zip(proof, client_signature))
+    assert hashlib.sha256(client_key).digest() == stored_key
+
+
+def test_a_forced_restore_without_a_configured_owner_is_refused(tmp_path, monkeypatch):
+    cfg = agent_cfg(tmp_path, monkeypatch, {"postgresql": {"kind": "postgresql", "databases": ["app"]}})
+    calls = []
+
+    def psql(_cfg, sql, db="postgres", session=None, **variables):
+        calls.append(sql)
+        return "postgres" if "rolsuper" in sql else ""
+
+    monkeypatch.setattr(agent, "psql", psql)
+    monkeypatch.setattr(agent, "database_exists", lambda _cfg, _db: True)
+    monkeypatch.setattr(agent, "user_relations", lambda _cfg, _db: 12)
+    with pytest.raises(agent.BackupError, match=r"names no owner .* for app"):
+        agent.restore_database(cfg, None, "20261124T020000Z", {"databases": ["app"]}, "app", "app", force=True)
+    assert not [c for c in calls if "DATABASE" in c]  # nothing created, renamed or dropped

@@ -68,6 +68,9 @@ def test_the_config_has_a_policy_per_granted_identity_and_legacy_actions_per_buc
         ({"grants": [{"bucket": "backups", "prefix": "lab/../x/", "access": "writer"}]}, "prefix must be"),
         ({"grants": [{"bucket": "backups", "prefix": "/", "access": "writer"}]}, "prefix must be"),
         ({"grants": [{"bucket": "backups", "prefix": "a/\n/", "access": "writer"}]}, "prefix must be"),
+        ({"grants": [{"bucket": "backups", "prefix": "lab/db1/\n", "access": "writer"}]}, "prefix must be"),
+        ({"grants": [{"bucket": "backups\n", "access": "reader"}]}, "bucket must be"),
+        ({"grants": [{"bucket": "backups", "prefix": "", "access": "writer"}]}, "a writer grant needs a prefix"),
         ({"grants": [{"bucket": "Backups", "access": "writer"}]}, "bucket must be"),
         ({"grants": [{"bucket": "backups", "access": "admin"}]}, "access must be one of writer, reader, rotator"),
         ({"grants": [{"bucket": "backups", "access": "writer", "delete": True}]}, "unknown grant keys ['delete']"),
@@ -96,3 +99,17 @@ def test_repeated_names_or_keys_are_refused():
     ]
     assert identities_problems("x") == ["object_storage_identities must be a list"]
     assert identities_problems([]) == []
+
+
+def test_writer_prefixes_must_not_overlap():
+    other = {**WRITER, "name": "backup-lab", "access_key": "lab-all-writer"}
+    other["grants"] = [{"bucket": "backups", "prefix": "lab/", "access": "writer"}]
+    problems = identities_problems([WRITER, other])
+    assert problems == [
+        "object_storage_identities entries 'backup-lab' and 'backup-db1': writer prefixes 'lab/' and 'lab/db1/' "
+        "overlap in backups; each writer needs a prefix no other writer's is inside"
+    ]
+    sibling = {**other, "grants": [{"bucket": "backups", "prefix": "lab/db10/", "access": "writer"}]}
+    assert identities_problems([WRITER, sibling]) == []  # lab/db1/ is not inside lab/db10/
+    reader = {**other, "grants": [{"bucket": "backups", "prefix": "lab/", "access": "reader"}]}
+    assert identities_problems([WRITER, reader]) == []
