@@ -271,6 +271,7 @@ CREATE TABLE accounts (id int CHECK (planted(id)));
 INSERT INTO accounts SELECT generate_series(1, 3);
 CREATE OR REPLACE FUNCTION planted(int) RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
+  RESET ROLE;  -- back to the session user: a superuser when pg_restore --role ran after connecting as postgres
   EXECUTE format('COPY (SELECT 1) TO PROGRAM %L', 'touch /var/lib/postgresql/planted-ran');
   RETURN true;
 END $$;
@@ -298,8 +299,9 @@ print(bid)
 def test_sql_planted_in_a_backup_never_runs_as_superuser(tmp_path):
     """Issue 23, finding 5: the drill restored as the PostgreSQL superuser, so SQL in a backup (here a CHECK
     constraint whose function runs a program while the rows load) ran with every right on the db host. Restores now
-    run with --no-owner --no-privileges as the database's owner from the host's configuration: the drill fails
-    and the program never runs."""
+    log in as an unprivileged session user and run with --no-owner --no-privileges as the database's owner from
+    the host's configuration; the planted RESET ROLE (which defeats SET ROLE / pg_restore --role over a superuser
+    login) gains nothing: the drill fails and the program never runs."""
     host = labcheck.host(DB)
     host.run("rm -f /var/lib/postgresql/planted-ran")
     sql("DROP DATABASE IF EXISTS planted_src", db="postgres")
